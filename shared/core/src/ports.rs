@@ -1,0 +1,340 @@
+//! Ports: the narrow interfaces the fetcher and writer call. Each has a real adapter in its own
+//! crate (JuShuiTan, Kingdee, DynamoDB, SQS, SQLite) and an in-memory one in [`crate::memory`].
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::Retry;
+use crate::sheet::CountSheet;
+use crate::window::Window;
+
+// ---------------------------------------------------------------------------------------------
+// Sheet source (JuShuiTan)
+// ---------------------------------------------------------------------------------------------
+
+/// One page request of `inventory.count.query`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SheetQuery {
+    pub window: Window,
+    /// Page number, from 1.
+    pub page_index: u32,
+    pub page_size: u32,
+    /// JuShuiTan status filter, `Confirmed` for the sync.
+    pub status: String,
+}
+
+/// One page of sheets.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SheetPage {
+    pub sheets: Vec<CountSheet>,
+    pub has_next: bool,
+}
+
+/// A failed source call, after the adapter's own retries.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct SourceError {
+    /// JuShuiTan `code` when the API answered, `None` for transport failures.
+    pub code: Option<i64>,
+    pub message: String,
+    pub retry: Retry,
+}
+
+/// Reads count sheets from JuShuiTan.
+#[async_trait]
+pub trait SheetSource: Send + Sync {
+    /// Returns one page of sheets modified inside the query window.
+    ///
+    /// An error is never an empty page: the caller must not move the watermark past a window
+    /// whose pages did not all return `Ok`.
+    async fn query_page(&self, query: &SheetQuery) -> Result<SheetPage, SourceError>;
+
+    /// Returns the current content of the given sheets (at most 50 ids per call).
+    async fn fetch_by_ids(&self, io_ids: &[i64]) -> Result<Vec<CountSheet>, SourceError>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bill target (Kingdee)
+// ---------------------------------------------------------------------------------------------
+
+/// A Kingdee bill as the writer sends it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bill {
+    pub form_id: String,
+    pub bill_no: String,
+    pub io_id: i64,
+    /// One element of BatchSave's `Model` array.
+    pub model: Value,
+    pub entry_count: usize,
+    /// Lowercase hex SHA-256 of `model`, recorded in the idempotency ledger.
+    pub content_hash: String,
+}
+
+/// A saved bill's identity in Kingdee.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BillRef {
+    /// Kingdee internal id (`FID`).
+    pub id: String,
+    /// Bill number (`FBillNo`).
+    pub number: String,
+}
+
+/// Kingdee's reason for rejecting one bill of a BatchSave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub msg_code: i64,
+    pub field_name: Option<String>,
+    /// Kingdee's own message, kept verbatim (often Chinese).
+    pub message: String,
+}
+
+/// MsgCode of Kingdee's validation failures, among them a duplicate bill number.
+pub const MSG_CODE_VALIDATION: i64 = 11;
+/// MsgCode of a network-control lock conflict.
+pub const MSG_CODE_LOCKED: i64 = 13;
+/// MsgCode of the call-limit rejection.
+pub const MSG_CODE_CALL_LIMIT: i64 = 14;
+
+impl Rejection {
+    /// Returns whether Kingdee rejected the bill because its number is already used.
+    pub fn is_duplicate_bill_no(&self) -> bool {
+        self.msg_code == MSG_CODE_VALIDATION
+            && self.field_name.as_deref().is_some_and(|field| field.eq_ignore_ascii_case("FBillNo"))
+    }
+
+    pub fn retry(&self) -> Retry {
+        match self.msg_code {
+            MSG_CODE_LOCKED | MSG_CODE_CALL_LIMIT => Retry::Later,
+            _ => Retry::Never,
+        }
+    }
+}
+
+/// Outcome of one bill in a BatchSave, in request order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SaveOutcome {
+    Saved(BillRef),
+    Rejected(Rejection),
+    /// The response named neither success nor failure for this bill: it may exist.
+    Unknown,
+}
+
+/// A failed target call.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct TargetError {
+    pub message: String,
+    pub retry: Retry,
+    /// True when a write may have been committed although the call failed (timeout, HTTP 5xx,
+    /// unreadable response): the bill must be looked up before any retry.
+    pub outcome_unknown: bool,
+}
+
+/// Writes bills to Kingdee and looks them up.
+#[async_trait]
+pub trait BillTarget: Send + Sync {
+    /// Saves the bills in one BatchSave call.
+    ///
+    /// `Ok` carries one outcome per bill in request order: BatchSave is not atomic, so some bills
+    /// may be saved while others are rejected. `Err` means the call as a whole failed; when
+    /// `outcome_unknown` is set, any of the bills may have been committed.
+    async fn save_bills(&self, bills: &[Bill]) -> Result<Vec<SaveOutcome>, TargetError>;
+
+    /// Looks a bill up by number. `Ok(None)` means the query ran and returned no row; an error
+    /// means the answer is unknown, never that the bill is absent.
+    async fn find_bill(&self, form_id: &str, bill_no: &str) -> Result<Option<BillRef>, TargetError>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sheet queue (SQS)
+// ---------------------------------------------------------------------------------------------
+
+/// A message body ready to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    /// Stable id for logs and de-duplication: `io_id` and modification time.
+    pub id: String,
+    pub body: String,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct QueueError {
+    pub message: String,
+    pub retry: Retry,
+}
+
+/// Hands sheets from the fetcher to the writer.
+#[async_trait]
+pub trait SheetQueue: Send + Sync {
+    /// Sends the messages. `Ok` means the queue accepted every one of them; after `Err` some may
+    /// have been accepted, which is safe because the writer is idempotent.
+    async fn send(&self, messages: &[OutgoingMessage]) -> Result<(), QueueError>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// State: watermarks and the idempotency ledger (DynamoDB, SQLite)
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct StoreError {
+    pub message: String,
+    pub retry: Retry,
+}
+
+impl StoreError {
+    pub fn new(message: impl Into<String>, retry: Retry) -> Self {
+        Self { message: message.into(), retry }
+    }
+}
+
+/// Stores how far the fetcher has read, as an instant.
+#[async_trait]
+pub trait WatermarkStore: Send + Sync {
+    async fn load(&self, stream: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Moves the watermark to `to` if it is later than the stored one (or none is stored).
+    /// Returns whether it moved. The comparison and the write are one conditional operation, so
+    /// concurrent runs can never move it backwards.
+    async fn advance(&self, stream: &str, to: DateTime<Utc>) -> Result<bool, StoreError>;
+}
+
+/// State of one sheet in the idempotency ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerState {
+    /// A writer holds the sheet until `lease_until`.
+    Claimed,
+    /// The bill exists in Kingdee; `bill` is set.
+    Done,
+    /// A previous attempt ended without a known result (timeout, retryable rejection): the next
+    /// claimer must look the bill up before saving.
+    Retry,
+    /// Kingdee or the mapping rejected the sheet; `reason` says why.
+    Failed,
+}
+
+impl LedgerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LedgerState::Claimed => "claimed",
+            LedgerState::Done => "done",
+            LedgerState::Retry => "retry",
+            LedgerState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "claimed" => Some(LedgerState::Claimed),
+            "done" => Some(LedgerState::Done),
+            "retry" => Some(LedgerState::Retry),
+            "failed" => Some(LedgerState::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// Why a sheet failed, in words for an operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureReason {
+    /// Stable machine-readable kind, e.g. `unknown_warehouse` or `kingdee_rejected`.
+    pub code: String,
+    pub message_zh: String,
+    pub message_en: String,
+    /// Kingdee's or JuShuiTan's own message, verbatim.
+    pub detail: Option<String>,
+}
+
+/// One ledger record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerRecord {
+    pub io_id: i64,
+    pub state: LedgerState,
+    pub content_hash: String,
+    /// Identifies the current claim; transitions out of `claimed` must present it.
+    pub claim_token: Option<String>,
+    pub lease_until: Option<DateTime<Utc>>,
+    pub bill: Option<BillRef>,
+    pub reason: Option<FailureReason>,
+    pub attempts: u32,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Result of [`IdempotencyLedger::claim`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// The caller owns the sheet until the lease ends. `check_first` is set when an earlier
+    /// attempt may have saved the bill, so Kingdee must be asked before any save.
+    Acquired { token: String, check_first: bool },
+    /// The bill already exists; nothing to do.
+    Done(LedgerRecord),
+    /// Another writer holds a live claim.
+    Busy { lease_until: DateTime<Utc> },
+}
+
+/// Records which sheets have become bills, so that no sheet becomes two.
+///
+/// Every transition is one conditional write: a claim succeeds only if no live claim exists and
+/// the sheet is not done, and the transitions out of `claimed` succeed only for the token holder.
+#[async_trait]
+pub trait IdempotencyLedger: Send + Sync {
+    async fn claim(
+        &self,
+        io_id: i64,
+        content_hash: &str,
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Claim, StoreError>;
+
+    /// Records the saved bill. Fails with [`Retry::Never`] if the claim was lost.
+    async fn mark_done(&self, io_id: i64, token: &str, bill: &BillRef, now: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Records a permanent failure with its reason.
+    async fn mark_failed(&self, io_id: i64, token: &str, reason: &FailureReason, now: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Gives the claim up after an attempt whose result is unknown or retryable.
+    async fn release(&self, io_id: i64, token: &str, now: DateTime<Utc>) -> Result<(), StoreError>;
+
+    async fn get(&self, io_id: i64) -> Result<Option<LedgerRecord>, StoreError>;
+}
+
+/// Decides a claim against the existing record, for adapters that read and write inside one
+/// transaction (SQLite, in-memory). Returns the claim result and, when acquired, the record to
+/// store. DynamoDB expresses the same rule as a condition expression.
+pub fn decide_claim(
+    existing: Option<&LedgerRecord>,
+    io_id: i64,
+    content_hash: &str,
+    lease_until: DateTime<Utc>,
+    now: DateTime<Utc>,
+    new_token: String,
+) -> (Claim, Option<LedgerRecord>) {
+    let check_first = match existing {
+        None => false,
+        Some(record) => match record.state {
+            LedgerState::Done => return (Claim::Done(record.clone()), None),
+            LedgerState::Claimed => match record.lease_until {
+                Some(until) if until > now => return (Claim::Busy { lease_until: until }, None),
+                // An expired claim: its holder may have saved the bill before it stopped.
+                _ => true,
+            },
+            LedgerState::Retry | LedgerState::Failed => true,
+        },
+    };
+    let record = LedgerRecord {
+        io_id,
+        state: LedgerState::Claimed,
+        content_hash: content_hash.to_string(),
+        claim_token: Some(new_token.clone()),
+        lease_until: Some(lease_until),
+        bill: None,
+        reason: existing.and_then(|record| record.reason.clone()),
+        attempts: existing.map_or(0, |record| record.attempts) + 1,
+        updated_at: now,
+    };
+    (Claim::Acquired { token: new_token, check_first }, Some(record))
+}
