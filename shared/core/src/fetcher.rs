@@ -215,3 +215,6 @@ impl Fetcher<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

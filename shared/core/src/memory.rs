@@ -165,3 +165,178 @@ impl IdempotencyLedger for MemoryLedger {
         Ok(self.records.lock().expect("ledger mutex poisoned").get(&io_id).cloned())
     }
 }
+
+/// Kingdee stand-in: keeps bills by number, enforces bill-number uniqueness, rejects bills that
+/// name a material from `unknown_materials`, and can fail saves after committing them.
+#[derive(Debug, Default)]
+pub struct MemoryBillTarget {
+    inner: Mutex<MemoryBillTargetState>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryBillTargetState {
+    bills: HashMap<String, (BillRef, serde_json::Value)>,
+    next_id: u64,
+    unknown_materials: std::collections::HashSet<String>,
+    fail_after_commit: usize,
+    save_calls: usize,
+    lookups: usize,
+}
+
+impl MemoryBillTarget {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes Kingdee reject bills with this material as unknown base data (MsgCode 9).
+    pub fn reject_material(&self, material: &str) {
+        self.lock().unknown_materials.insert(material.to_string());
+    }
+
+    /// Makes the next `count` save calls commit their bills and then report a failure whose
+    /// outcome is unknown, as an HTTP 500 after the commit does.
+    pub fn fail_after_commit(&self, count: usize) {
+        self.lock().fail_after_commit = count;
+    }
+
+    pub fn bill_count(&self) -> usize {
+        self.lock().bills.len()
+    }
+
+    pub fn bill(&self, bill_no: &str) -> Option<serde_json::Value> {
+        self.lock().bills.get(bill_no).map(|(_, model)| model.clone())
+    }
+
+    pub fn save_calls(&self) -> usize {
+        self.lock().save_calls
+    }
+
+    pub fn lookups(&self) -> usize {
+        self.lock().lookups
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryBillTargetState> {
+        self.inner.lock().expect("bill target mutex poisoned")
+    }
+}
+
+fn unknown_material(model: &serde_json::Value, unknown: &std::collections::HashSet<String>) -> Option<String> {
+    model["FBillEntry"]
+        .as_array()?
+        .iter()
+        .filter_map(|entry| entry["FMaterialId"]["FNumber"].as_str())
+        .find(|material| unknown.contains(*material))
+        .map(str::to_string)
+}
+
+#[async_trait]
+impl crate::ports::BillTarget for MemoryBillTarget {
+    async fn save_bills(&self, bills: &[crate::ports::Bill]) -> Result<Vec<crate::ports::SaveOutcome>, crate::ports::TargetError> {
+        use crate::ports::{Rejection, SaveOutcome};
+
+        let mut state = self.lock();
+        state.save_calls += 1;
+        let mut outcomes = Vec::with_capacity(bills.len());
+        for bill in bills {
+            if state.bills.contains_key(&bill.bill_no) {
+                outcomes.push(SaveOutcome::Rejected(Rejection {
+                    msg_code: crate::ports::MSG_CODE_VALIDATION,
+                    field_name: Some("FBillNo".into()),
+                    message: format!("违反字段唯一性要求：编码唯一。[{}]已经被使用。", bill.bill_no),
+                }));
+                continue;
+            }
+            if let Some(material) = unknown_material(&bill.model, &state.unknown_materials) {
+                outcomes.push(SaveOutcome::Rejected(Rejection {
+                    msg_code: 9,
+                    field_name: Some("FMaterialId".into()),
+                    message: format!("物料编码 {material} 不存在"),
+                }));
+                continue;
+            }
+            state.next_id += 1;
+            let reference = BillRef { id: state.next_id.to_string(), number: bill.bill_no.clone() };
+            state.bills.insert(bill.bill_no.clone(), (reference.clone(), bill.model.clone()));
+            outcomes.push(SaveOutcome::Saved(reference));
+        }
+
+        if state.fail_after_commit > 0 {
+            state.fail_after_commit -= 1;
+            return Err(crate::ports::TargetError {
+                message: "HTTP 500 after commit".into(),
+                retry: Retry::Later,
+                outcome_unknown: true,
+            });
+        }
+        Ok(outcomes)
+    }
+
+    async fn find_bill(&self, _form_id: &str, bill_no: &str) -> Result<Option<BillRef>, crate::ports::TargetError> {
+        let mut state = self.lock();
+        state.lookups += 1;
+        Ok(state.bills.get(bill_no).map(|(reference, _)| reference.clone()))
+    }
+}
+
+/// JuShuiTan stand-in: serves sheets by modification time, page by page, and can fail a chosen
+/// call with a source error.
+#[derive(Debug, Default)]
+pub struct MemorySheetSource {
+    inner: Mutex<MemorySourceState>,
+}
+
+#[derive(Debug, Default)]
+struct MemorySourceState {
+    sheets: Vec<crate::sheet::CountSheet>,
+    calls: usize,
+    fail_on_call: Option<(usize, crate::ports::SourceError)>,
+}
+
+impl MemorySheetSource {
+    pub fn new(sheets: Vec<crate::sheet::CountSheet>) -> Self {
+        Self { inner: Mutex::new(MemorySourceState { sheets, ..Default::default() }) }
+    }
+
+    /// Makes call number `call` (counting from 1) fail with `error`.
+    pub fn fail_on_call(&self, call: usize, error: crate::ports::SourceError) {
+        self.inner.lock().expect("source mutex poisoned").fail_on_call = Some((call, error));
+    }
+
+    pub fn calls(&self) -> usize {
+        self.inner.lock().expect("source mutex poisoned").calls
+    }
+}
+
+#[async_trait]
+impl crate::ports::SheetSource for MemorySheetSource {
+    async fn query_page(&self, query: &crate::ports::SheetQuery) -> Result<crate::ports::SheetPage, crate::ports::SourceError> {
+        let mut state = self.inner.lock().expect("source mutex poisoned");
+        state.calls += 1;
+        if let Some((call, error)) = &state.fail_on_call {
+            if *call == state.calls {
+                return Err(error.clone());
+            }
+        }
+
+        let begin = crate::time::to_shanghai(query.window.begin);
+        let end = crate::time::to_shanghai(query.window.end);
+        let mut matching: Vec<_> = state
+            .sheets
+            .iter()
+            .filter(|sheet| sheet.status == query.status)
+            .filter(|sheet| sheet.modified.is_some_and(|modified| modified >= begin && modified <= end))
+            .cloned()
+            .collect();
+        matching.sort_by_key(|sheet| (sheet.modified, sheet.io_id));
+
+        let size = query.page_size.max(1) as usize;
+        let start = (query.page_index.max(1) as usize - 1) * size;
+        let sheets: Vec<_> = matching.iter().skip(start).take(size).cloned().collect();
+        Ok(crate::ports::SheetPage { has_next: start + size < matching.len(), sheets })
+    }
+
+    async fn fetch_by_ids(&self, io_ids: &[i64]) -> Result<Vec<crate::sheet::CountSheet>, crate::ports::SourceError> {
+        let state = self.inner.lock().expect("source mutex poisoned");
+        Ok(state.sheets.iter().filter(|sheet| io_ids.contains(&sheet.io_id)).cloned().collect())
+    }
+}

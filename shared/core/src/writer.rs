@@ -373,3 +373,6 @@ fn out_of_time() -> FailureReason {
 fn internal_gap() -> MessageOutcome {
     failed(Retry::Later, reason("internal", "内部错误：该消息没有处理结果", "internal error: the message got no outcome", None))
 }
+
+#[cfg(test)]
+mod tests;
