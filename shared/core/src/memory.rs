@@ -340,3 +340,37 @@ impl crate::ports::SheetSource for MemorySheetSource {
         Ok(state.sheets.iter().filter(|sheet| io_ids.contains(&sheet.io_id)).cloned().collect())
     }
 }
+
+/// Token pairs kept in a map.
+#[derive(Debug, Default)]
+pub struct MemoryTokenStore {
+    tokens: Mutex<HashMap<String, crate::ports::StoredToken>>,
+}
+
+impl MemoryTokenStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl crate::ports::TokenStore for MemoryTokenStore {
+    async fn load_token(&self, app_key: &str) -> Result<Option<crate::ports::StoredToken>, StoreError> {
+        Ok(self.tokens.lock().expect("token mutex poisoned").get(app_key).cloned())
+    }
+
+    async fn replace_token(
+        &self,
+        app_key: &str,
+        expected_version: Option<u64>,
+        token: &crate::ports::StoredToken,
+    ) -> Result<bool, StoreError> {
+        let mut tokens = self.tokens.lock().expect("token mutex poisoned");
+        let current = tokens.get(app_key).map(|stored| stored.version);
+        if current != expected_version {
+            return Ok(false);
+        }
+        tokens.insert(app_key.to_string(), token.clone());
+        Ok(true)
+    }
+}

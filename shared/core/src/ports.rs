@@ -265,6 +265,8 @@ pub struct LedgerRecord {
 }
 
 /// Result of [`IdempotencyLedger::claim`].
+// One value per message and never stored, so the size of the `Done` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
     /// The caller owns the sheet until the lease ends. `check_first` is set when an earlier
@@ -337,4 +339,40 @@ pub fn decide_claim(
         updated_at: now,
     };
     (Claim::Acquired { token: new_token, check_first }, Some(record))
+}
+
+// ---------------------------------------------------------------------------------------------
+// JuShuiTan token pair (DynamoDB, SQLite)
+// ---------------------------------------------------------------------------------------------
+
+/// A JuShuiTan access and refresh token pair, with the version that guards its replacement.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredToken {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_at: DateTime<Utc>,
+    /// Incremented by every replacement; a refresher writes only over the version it read.
+    pub version: u64,
+}
+
+impl std::fmt::Debug for StoredToken {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("StoredToken")
+            .field("expires_at", &self.expires_at)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Keeps the JuShuiTan token pair, so that one refresher at a time replaces it: a refresh returns
+/// a new refresh token and invalidates the old one.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    async fn load_token(&self, app_key: &str) -> Result<Option<StoredToken>, StoreError>;
+
+    /// Stores `token` (whose `version` must be `expected_version + 1`, or 1 when none is
+    /// expected) if the stored version is still `expected_version`. Returns false when another
+    /// refresher replaced it first; the caller then re-reads.
+    async fn replace_token(&self, app_key: &str, expected_version: Option<u64>, token: &StoredToken) -> Result<bool, StoreError>;
 }

@@ -1,0 +1,43 @@
+//! Demo mode: the whole sync against the built-in simulators, seeded with a realistic data set.
+
+use countsync::Config;
+use countsync::local::{self, LocalSummary};
+use countsync_core::fetcher::FetchRequest;
+use countsync_sim::jushuitan::{JstSim, JstSimConfig};
+use countsync_sim::kingdee::{KingdeeSim, KingdeeSimConfig};
+use countsync_sim::seed;
+use rust_i18n::t;
+
+/// Starts both simulators, points the configuration at them and runs the sync. Returns the
+/// summary and the number of bills the Kingdee simulator holds afterwards.
+pub async fn run(mut config: Config, request: &FetchRequest) -> anyhow::Result<(LocalSummary, Option<usize>)> {
+    std::fs::create_dir_all(&config.simulator.state_dir)?;
+
+    let jst_config = JstSimConfig::default();
+    let jst = JstSim::start(jst_config.clone(), seed::demo_sheets()).await?;
+    let kingdee_config = KingdeeSimConfig {
+        materials: seed::demo_materials().into_iter().collect(),
+        stocks: seed::demo_stocks().into_iter().collect(),
+        orgs: [seed::DEMO_STOCK_ORG.to_string()].into_iter().collect(),
+        state_file: Some(config.simulator.state_dir.join("kingdee-simulator.json")),
+        ..KingdeeSimConfig::default()
+    };
+    let kingdee = KingdeeSim::start(kingdee_config.clone()).await?;
+    println!("{}", t!("demo.started", jst = jst.base_url(), kingdee = kingdee.server_url()));
+
+    config.jushuitan.base_url = jst.base_url();
+    config.jushuitan.app_key = jst_config.app_key.clone();
+    config.jushuitan.app_secret = jst_config.app_secret.clone().into();
+    config.jushuitan.access_token = jst_config.access_token.clone().into();
+    config.kingdee.server_url = kingdee.server_url();
+    config.kingdee.acct_id = kingdee_config.acct_id.clone();
+    config.kingdee.username = kingdee_config.username.clone();
+    config.kingdee.app_id = kingdee_config.app_id.clone();
+    config.kingdee.app_secret = kingdee_config.app_secret.clone().into();
+
+    let state = countsync::runtime::open_state(&config, None).await?;
+    let source = countsync::runtime::open_source(&config)?;
+    let target = countsync::runtime::open_target(&config)?;
+    let summary = local::run(&config, source.as_ref(), target.as_ref(), &state, request, chrono::Utc::now()).await?;
+    Ok((summary, Some(kingdee.bill_count())))
+}

@@ -1,0 +1,124 @@
+//! The single-machine run: fetcher and writer in one process, joined by an in-process queue, on
+//! the state backend of the configuration (SQLite by default).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use countsync_core::fetcher::{FetchReport, FetchRequest, Fetcher};
+use countsync_core::memory::MemoryQueue;
+use countsync_core::ports::{BillTarget, FailureReason, SheetQueue, SheetSource};
+use countsync_core::writer::{InboundMessage, MessageOutcome, Writer};
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::runtime::State;
+
+/// Messages per writer batch, as the SQS trigger delivers by default.
+const WRITER_BATCH: usize = 10;
+/// Deliveries of one message before it counts as failed, as the dead-letter redrive does.
+const MAX_DELIVERIES: u32 = 5;
+/// Time budget of one writer batch, as a Lambda timeout would set.
+const BATCH_BUDGET: Duration = Duration::minutes(5);
+
+/// What one local run did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LocalSummary {
+    pub fetch: FetchReport,
+    /// Bills created by this run.
+    pub created: usize,
+    /// Sheets the ledger already recorded as bills; Kingdee was not called for them.
+    pub already_done: usize,
+    /// Bills an earlier, interrupted attempt had saved, found and recorded by this run.
+    pub recovered: usize,
+    /// Redeliveries after retryable failures.
+    pub redeliveries: usize,
+    /// Sheets that did not become bills, with the last reason.
+    pub failed: Vec<FailedSheet>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedSheet {
+    pub io_id: Option<i64>,
+    pub reason: FailureReason,
+}
+
+impl LocalSummary {
+    /// Failed sheets grouped by reason code, for the summary table.
+    pub fn failures_by_reason(&self) -> BTreeMap<&str, Vec<&FailedSheet>> {
+        let mut groups: BTreeMap<&str, Vec<&FailedSheet>> = BTreeMap::new();
+        for failed in &self.failed {
+            groups.entry(failed.reason.code.as_str()).or_default().push(failed);
+        }
+        groups
+    }
+}
+
+/// Fetches and writes until the queue is empty.
+pub async fn run(
+    config: &Config,
+    source: &dyn SheetSource,
+    target: &dyn BillTarget,
+    state: &State,
+    request: &FetchRequest,
+    now: DateTime<Utc>,
+) -> anyhow::Result<LocalSummary> {
+    let queue = MemoryQueue::new();
+    let fetch_settings = config.fetch_settings(now);
+    let fetcher = Fetcher {
+        source,
+        queue: &queue,
+        watermarks: state.watermarks.as_ref(),
+        settings: &fetch_settings,
+    };
+    let fetch = fetcher.run(request, now).await?;
+
+    let writer_settings = config.writer_settings();
+    let writer = Writer {
+        ledger: state.ledger.as_ref(),
+        target,
+        mapping: &config.mapping,
+        settings: &writer_settings,
+    };
+    let mut summary = LocalSummary { fetch, ..Default::default() };
+    let mut deliveries: BTreeMap<String, u32> = BTreeMap::new();
+
+    loop {
+        let batch = queue.take(WRITER_BATCH);
+        if batch.is_empty() {
+            break;
+        }
+        let inbound: Vec<InboundMessage> = batch
+            .iter()
+            .map(|message| InboundMessage { message_id: message.id.clone(), body: message.body.clone() })
+            .collect();
+        let report = writer.process(&inbound, Utc::now() + BATCH_BUDGET).await;
+
+        let mut redeliver = Vec::new();
+        for (message, outcome) in batch.into_iter().zip(report.messages) {
+            match outcome.outcome {
+                MessageOutcome::Created { .. } => summary.created += 1,
+                MessageOutcome::AlreadyDone { .. } => summary.already_done += 1,
+                MessageOutcome::Recovered { .. } => summary.recovered += 1,
+                MessageOutcome::Failed { retry, reason } => {
+                    let count = deliveries.entry(message.id.clone()).or_insert(0);
+                    *count += 1;
+                    if retry.is_retryable() && *count < MAX_DELIVERIES {
+                        info!(io_id = ?outcome.io_id, reason = %reason.code, delivery = *count, "redelivering after a retryable failure");
+                        summary.redeliveries += 1;
+                        redeliver.push(message);
+                    } else {
+                        warn!(io_id = ?outcome.io_id, reason = %reason.code, "sheet failed");
+                        summary.failed.push(FailedSheet { io_id: outcome.io_id, reason });
+                    }
+                }
+            }
+        }
+        if !redeliver.is_empty() {
+            // A short pause, like a visibility timeout, lets a lock or a claim clear.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            queue.send(&redeliver).await?;
+        }
+    }
+    Ok(summary)
+}

@@ -1,0 +1,4 @@
+//! End-to-end scenarios, one module each, in one test binary.
+
+mod lambda_binaries;
+mod pipeline;
