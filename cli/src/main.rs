@@ -2,7 +2,9 @@
 //! default) or against real JuShuiTan and Kingdee tenants named in a configuration file.
 
 mod demo;
+mod failures;
 mod output;
+mod probe;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +47,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check the Kingdee tenant against the configuration, read-only: login, field keys, stock
+    /// organization, bill type, warehouses and sampled materials. Exits with 1 if a check fails.
+    Probe {
+        /// TOML configuration file of the real tenants.
+        #[arg(long, env = "COUNTSYNC_CONFIG_FILE")]
+        config: PathBuf,
+        /// Number of materials to sample from JuShuiTan's confirmed sheets of the last 7 days; 0 skips it.
+        #[arg(long, default_value_t = 20)]
+        sample_materials: usize,
+        /// A bill number the integration user should be able to see, e.g. JST-700001.
+        #[arg(long)]
+        bill_no: Option<String>,
+    },
+    /// List, explain and replay failed or held sheets (失败与暂挂的盘点单).
+    Failures {
+        /// TOML configuration file (local or AWS); without it the demo configuration is used.
+        #[arg(long, global = true, env = "COUNTSYNC_CONFIG_FILE")]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: failures::FailuresCommand,
+    },
 }
 
 #[tokio::main]
@@ -55,6 +78,8 @@ async fn main() -> ExitCode {
 
     let result = match cli.command {
         Command::Sync { config, begin, end, json } => sync(config, FetchRequest { begin, end }, json).await,
+        Command::Probe { config, sample_materials, bill_no } => probe::run(&config, sample_materials, bill_no).await,
+        Command::Failures { config, command } => failures::run(config, DEMO_CONFIG, command).await,
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,8 @@
 //! Support for the end-to-end tests: simulators seeded for a scenario and the configuration
 //! that points the sync at them.
 
+pub mod chaos;
+
 use std::collections::HashSet;
 
 use countsync::Config;

@@ -11,7 +11,7 @@ use countsync_core::writer::{InboundMessage, MessageOutcome, WriteReport, Writer
 use lambda_runtime::{Context, LambdaEvent};
 use serde::Deserialize;
 use serde_json::Value;
-use tracing::{error, info};
+use tracing::{debug, error, info};
 
 use crate::config::Config;
 use crate::runtime;
@@ -146,6 +146,10 @@ pub fn batch_response(report: &WriteReport) -> SqsBatchResponse {
 
 fn log_report(report: &WriteReport) {
     for message in &report.messages {
+        if let MessageOutcome::Held { reason, .. } = &message.outcome {
+            // Acknowledged, so no dead letter: this line is what the held-sheet alarm counts.
+            error!(message_id = %message.message_id, io_id = ?message.io_id, reason = %reason.code, message_zh = %reason.message_zh, detail = ?reason.detail, "sheet held for an operator");
+        }
         if let MessageOutcome::Failed { retry, reason } = &message.outcome {
             info!(
                 message_id = %message.message_id,
@@ -161,10 +165,19 @@ fn log_report(report: &WriteReport) {
 }
 
 /// Returns the invocation deadline, or a default budget when the context has none.
+///
+/// Lambda sends the deadline as epoch milliseconds. A value more than a day in the past is not
+/// such an instant (unit tests send 0, and under `cargo lambda watch` 1.9.2 it arrived as
+/// 600000), so the default budget applies.
 pub fn deadline_of(context: &Context) -> DateTime<Utc> {
-    match i64::try_from(context.deadline).ok().and_then(|millis| Utc.timestamp_millis_opt(millis).single()) {
-        Some(deadline) if context.deadline > 0 => deadline,
-        _ => Utc::now() + DEFAULT_TIME_BUDGET,
+    let now = Utc::now();
+    let sent = i64::try_from(context.deadline).ok().and_then(|millis| Utc.timestamp_millis_opt(millis).single());
+    match sent {
+        Some(deadline) if deadline > now - Duration::days(1) => deadline,
+        _ => {
+            debug!(deadline_ms = context.deadline, "context deadline is not an instant; using the default budget");
+            now + DEFAULT_TIME_BUDGET
+        }
     }
 }
 

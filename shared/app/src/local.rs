@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Utc};
 use countsync_core::fetcher::{FetchReport, FetchRequest, Fetcher};
 use countsync_core::memory::MemoryQueue;
-use countsync_core::ports::{BillTarget, FailureReason, SheetQueue, SheetSource};
-use countsync_core::writer::{InboundMessage, MessageOutcome, Writer};
+use countsync_core::message;
+use countsync_core::ports::{BillTarget, FailureReason, IdempotencyLedger, OutgoingMessage, SheetQueue, SheetSource};
+use countsync_core::writer::{InboundMessage, MessageOutcome, MessageReport, Writer};
 use serde::Serialize;
 use tracing::{info, warn};
 
@@ -100,6 +101,11 @@ pub async fn run(
                 MessageOutcome::Created { .. } => summary.created += 1,
                 MessageOutcome::AlreadyDone { .. } => summary.already_done += 1,
                 MessageOutcome::Recovered { .. } => summary.recovered += 1,
+                MessageOutcome::Held { reason, .. } => {
+                    // Listed with the failures because an operator must act; never redelivered.
+                    warn!(io_id = ?outcome.io_id, reason = %reason.code, "sheet held for an operator");
+                    summary.failed.push(FailedSheet { io_id: outcome.io_id, reason });
+                }
                 MessageOutcome::Failed { retry, reason } => {
                     let count = deliveries.entry(message.id.clone()).or_insert(0);
                     *count += 1;
@@ -120,5 +126,77 @@ pub async fn run(
             queue.send(&redeliver).await?;
         }
     }
+    Ok(summary)
+}
+
+/// What a replay did, per sheet.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReplaySummary {
+    /// Held records moved back to `retry` before the replay.
+    pub reset: Vec<i64>,
+    /// Sheets JuShuiTan no longer returns by id (deleted or not confirmed); not replayed.
+    pub missing: Vec<i64>,
+    /// Sheets whose replay message was handed to the writer or the queue.
+    pub replayed: Vec<i64>,
+    /// Writer outcome per sheet, for a local replay; empty when the messages went to SQS.
+    pub outcomes: Vec<MessageReport>,
+}
+
+/// Largest number of ids `fetch_by_ids` takes in one call.
+const FETCH_BY_IDS_CHUNK: usize = 50;
+
+/// Re-fetches the sheets by id, moves their held records back to `retry` and builds one queue
+/// message per confirmed sheet. A sheet that is `done` meanwhile keeps its record, so its replay
+/// is acknowledged as already synced without calling Kingdee.
+async fn prepare_replay(source: &dyn SheetSource, ledger: &dyn IdempotencyLedger, io_ids: &[i64]) -> anyhow::Result<(ReplaySummary, Vec<OutgoingMessage>)> {
+    let mut summary = ReplaySummary::default();
+    let mut messages = Vec::new();
+    for chunk in io_ids.chunks(FETCH_BY_IDS_CHUNK) {
+        let sheets = source.fetch_by_ids(chunk).await?;
+        for &io_id in chunk {
+            let Some(sheet) = sheets.iter().find(|sheet| sheet.io_id == io_id && sheet.is_confirmed()) else {
+                warn!(io_id, "sheet not returned as confirmed by jushuitan; not replayed");
+                summary.missing.push(io_id);
+                continue;
+            };
+            if ledger.reset(io_id, Utc::now()).await? {
+                info!(io_id, "held record reset for replay");
+                summary.reset.push(io_id);
+            }
+            messages.push(message::encode(sheet)?);
+            summary.replayed.push(io_id);
+        }
+    }
+    Ok((summary, messages))
+}
+
+/// Replays sheets in this process: re-fetch, reset, then one writer pass per batch. Outcomes are
+/// returned as they are; nothing is redelivered.
+pub async fn replay_local(
+    config: &Config,
+    source: &dyn SheetSource,
+    target: &dyn BillTarget,
+    state: &State,
+    io_ids: &[i64],
+) -> anyhow::Result<ReplaySummary> {
+    let (mut summary, messages) = prepare_replay(source, state.ledger.as_ref(), io_ids).await?;
+    let settings = config.writer_settings();
+    let writer = Writer { ledger: state.ledger.as_ref(), target, mapping: &config.mapping, settings: &settings };
+    for batch in messages.chunks(WRITER_BATCH) {
+        let inbound: Vec<InboundMessage> = batch
+            .iter()
+            .map(|message| InboundMessage { message_id: format!("replay-{}", message.id), body: message.body.clone() })
+            .collect();
+        let report = writer.process(&inbound, Utc::now() + BATCH_BUDGET).await;
+        summary.outcomes.extend(report.messages);
+    }
+    Ok(summary)
+}
+
+/// Replays sheets through the queue (SQS in AWS): re-fetch, reset, send. The writer function
+/// then processes them like any other message.
+pub async fn replay_to_queue(source: &dyn SheetSource, ledger: &dyn IdempotencyLedger, queue: &dyn SheetQueue, io_ids: &[i64]) -> anyhow::Result<ReplaySummary> {
+    let (summary, messages) = prepare_replay(source, ledger, io_ids).await?;
+    queue.send(&messages).await?;
     Ok(summary)
 }

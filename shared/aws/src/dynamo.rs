@@ -16,14 +16,15 @@ use aws_sdk_dynamodb::types::{
 use chrono::{DateTime, Duration, Utc};
 use countsync_core::Retry;
 use countsync_core::ports::{
-    BillRef, Claim, FailureReason, IdempotencyLedger, LedgerRecord, LedgerState, StoreError, WatermarkStore, decide_claim,
+    BillRef, Claim, FailureReason, IdempotencyLedger, LedgerRecord, LedgerState, RunLease, StoreError, WatermarkStore,
+    decide_claim,
 };
 use tracing::{debug, info, warn};
 
 use crate::error::classify;
 use crate::item::{
-    EXPIRES_AT, Item, ItemReader, PK, SK, format_millis, format_time, ledger_key, ledger_record, millis_ceil,
-    millis_floor, n, s, watermark_key,
+    EXPIRES_AT, Item, ItemReader, LEDGER_SK, PK, SK, format_millis, format_time, ledger_key, ledger_record,
+    millis_ceil, millis_floor, n, run_lease_key, s, watermark_key,
 };
 
 /// How often `claim` retries when the item changes between its conditional write and its read.
@@ -54,6 +55,18 @@ const FAILED_UPDATE: &str = "SET #state = :failed, #reason = :reason, #updated_a
 const FAILED_EXPIRING_UPDATE: &str = "SET #state = :failed, #reason = :reason, #updated_at = :now, \
      #expires_at = :expires REMOVE #claim_token, #lease_until_ms";
 const RELEASE_UPDATE: &str = "SET #state = :retry, #updated_at = :now REMOVE #claim_token, #lease_until_ms";
+/// Holds a claimed sheet whose Kingdee bill differs; `changed_hash` is the hash of this claim.
+const HELD_UPDATE: &str = "SET #state = :changed, #bill_id = :bill_id, #bill_no = :bill_no, #reason = :reason, \
+     #updated_at = :now, #changed_hash = #content_hash REMOVE #claim_token, #lease_until_ms";
+/// Holds a done sheet when a version with another hash arrives, only over the done record read.
+const HOLD_CHANGED_UPDATE: &str = "SET #state = :changed, #changed_hash = :new_hash, #reason = :reason, #updated_at = :now";
+const HOLD_CHANGED_CONDITION: &str = "#state = :done AND #content_hash = :sent_hash";
+const RESET_UPDATE: &str = "SET #state = :retry, #updated_at = :now REMOVE #changed_hash, #expires_at";
+const RESET_CONDITION: &str = "#state IN (:failed, :changed)";
+const LEASE_UPDATE: &str = "SET #holder = :holder, #until_ms = :until";
+/// A run lease is taken over only when none exists or the stored one has ended.
+const LEASE_CONDITION: &str = "attribute_not_exists(#pk) OR #until_ms <= :now_ms";
+const HELD_FILTER: &str = "#sk = :ledger AND #state IN (:failed, :changed)";
 
 /// Watermarks and the idempotency ledger in one DynamoDB table with key `pk` (S) + `sk` (S).
 ///
@@ -274,6 +287,26 @@ impl DynamoState {
     }
 }
 
+impl DynamoState {
+    /// Moves a done record to `changed`, only if it is still the done record that was read.
+    /// Returns false when the condition failed.
+    async fn hold_changed(&self, done: &LedgerRecord, held: &LedgerRecord) -> Result<bool, StoreError> {
+        let reason = held.reason.as_ref().map(|reason| serde_json::to_string(reason).expect("FailureReason serializes to JSON"));
+        let values = HashMap::from([
+            (":changed".to_string(), s("changed")),
+            (":done".to_string(), s("done")),
+            (":sent_hash".to_string(), s(&done.content_hash)),
+            (":new_hash".to_string(), s(held.changed_hash.clone().unwrap_or_default())),
+            (":reason".to_string(), s(reason.unwrap_or_default())),
+            (":now".to_string(), s(format_time(held.updated_at))),
+        ]);
+        let written = self
+            .conditional_update("UpdateItem (hold changed)", ledger_key(done.io_id), HOLD_CHANGED_UPDATE, HOLD_CHANGED_CONDITION, values)
+            .await?;
+        Ok(written.is_some())
+    }
+}
+
 #[async_trait]
 impl WatermarkStore for DynamoState {
     async fn load(&self, stream: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
@@ -294,6 +327,45 @@ impl WatermarkStore for DynamoState {
             .is_some();
         debug!(stream, to = %stored, moved, "watermark advance");
         Ok(moved)
+    }
+
+    async fn acquire_run_lease(&self, stream: &str, holder: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<RunLease, StoreError> {
+        let values = HashMap::from([
+            (":holder".to_string(), s(holder)),
+            (":until".to_string(), n(millis_ceil(until))),
+            (":now_ms".to_string(), n(millis_floor(now))),
+        ]);
+        let written = self
+            .conditional_update("UpdateItem (run lease)", run_lease_key(stream), LEASE_UPDATE, LEASE_CONDITION, values)
+            .await?;
+        if written.is_some() {
+            return Ok(RunLease::Acquired);
+        }
+        let Some(item) = self.read_item("GetItem (run lease)", run_lease_key(stream)).await? else {
+            // Released between the write and the read: the next run takes it.
+            return Ok(RunLease::Held { holder: String::new(), until: now });
+        };
+        let reader = ItemReader { item: &item, table: &self.table, what: format!("run lease of stream {stream}") };
+        let until = reader.millis("until_ms")?.unwrap_or(now);
+        Ok(RunLease::Held { holder: reader.required_s("holder")?.to_string(), until })
+    }
+
+    async fn release_run_lease(&self, stream: &str, holder: &str) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(run_lease_key(stream)))
+            .condition_expression("#holder = :holder")
+            .expression_attribute_names("#holder", "holder")
+            .expression_attribute_values(":holder", s(holder))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(error) => Err(self.sdk_error("DeleteItem (run lease)", &error)),
+        }
     }
 }
 
@@ -327,10 +399,17 @@ impl IdempotencyLedger for DynamoState {
                 debug!(io_id, "ledger claim acquired by a retried request");
                 return Ok(Claim::Acquired { token, check_first: record.attempts > 1 });
             }
-            match decide_claim(Some(&record), io_id, content_hash, lease_until, now_ms, String::new()).0 {
-                Claim::Acquired { .. } => debug!(io_id, attempt, "ledger item became claimable; retrying"),
-                Claim::Busy { lease_until } => return Ok(Claim::Busy { lease_until }),
-                Claim::Done(record) => return Ok(Claim::Done(record)),
+            match decide_claim(Some(&record), io_id, content_hash, lease_until, now_ms, String::new()) {
+                (Claim::Acquired { .. }, _) => debug!(io_id, attempt, "ledger item became claimable; retrying"),
+                (Claim::Busy { lease_until }, _) => return Ok(Claim::Busy { lease_until }),
+                (Claim::Done(record), _) => return Ok(Claim::Done(record)),
+                (Claim::Held(held), None) => return Ok(Claim::Held(held)),
+                (Claim::Held(_), Some(held)) => {
+                    if self.hold_changed(&record, &held).await? {
+                        return Ok(Claim::Held(held));
+                    }
+                    debug!(io_id, attempt, "done record changed before the hold; retrying");
+                }
             }
         }
         Err(StoreError::new(
@@ -376,6 +455,70 @@ impl IdempotencyLedger for DynamoState {
         let values = HashMap::from([(":retry".to_string(), s("retry")), (":now".to_string(), s(format_time(now)))]);
         let applied = |record: &LedgerRecord| record.state == LedgerState::Retry && record.updated_at == now;
         self.transition("UpdateItem (release)", io_id, token, RELEASE_UPDATE, values, applied).await
+    }
+
+    async fn mark_held(&self, io_id: i64, token: &str, bill: &BillRef, reason: &FailureReason, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let json = serde_json::to_string(reason).expect("FailureReason serializes to JSON");
+        let values = HashMap::from([
+            (":changed".to_string(), s("changed")),
+            (":bill_id".to_string(), s(&bill.id)),
+            (":bill_no".to_string(), s(&bill.number)),
+            (":reason".to_string(), s(json)),
+            (":now".to_string(), s(format_time(now))),
+        ]);
+        let applied = |record: &LedgerRecord| {
+            record.state == LedgerState::Changed && record.reason.as_ref() == Some(reason) && record.updated_at == now
+        };
+        self.transition("UpdateItem (mark held)", io_id, token, HELD_UPDATE, values, applied).await
+    }
+
+    async fn reset(&self, io_id: i64, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let values = HashMap::from([
+            (":retry".to_string(), s("retry")),
+            (":failed".to_string(), s("failed")),
+            (":changed".to_string(), s("changed")),
+            (":now".to_string(), s(format_time(now))),
+        ]);
+        let written = self.conditional_update("UpdateItem (reset)", ledger_key(io_id), RESET_UPDATE, RESET_CONDITION, values).await?;
+        Ok(written.is_some())
+    }
+
+    /// Scans the whole table with a filter: DynamoDB bills the scan by the size of every item it
+    /// reads, not by the held items it returns, so one call costs about (table size / 4 KiB)
+    /// read units. Sorted by `io_id` after the scan.
+    async fn list_held(&self, limit: usize) -> Result<Vec<LedgerRecord>, StoreError> {
+        let values = HashMap::from([
+            (":ledger".to_string(), s(LEDGER_SK)),
+            (":failed".to_string(), s("failed")),
+            (":changed".to_string(), s("changed")),
+        ]);
+        let mut held = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let output = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression(HELD_FILTER)
+                .set_expression_attribute_names(Some(attribute_names(&[HELD_FILTER])))
+                .set_expression_attribute_values(Some(values.clone()))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|error| self.sdk_error("Scan (held records)", &error))?;
+            for item in output.items() {
+                let reader = ItemReader { item, table: &self.table, what: "ledger item".into() };
+                let io_id = reader.required_i64("io_id")?;
+                held.push(ledger_record(item, &self.table, io_id)?);
+            }
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        held.sort_by_key(|record| record.io_id);
+        held.truncate(limit);
+        Ok(held)
     }
 
     async fn get(&self, io_id: i64) -> Result<Option<LedgerRecord>, StoreError> {

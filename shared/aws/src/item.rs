@@ -23,6 +23,13 @@ pub fn watermark_key(stream: &str) -> Item {
     key(format!("WATERMARK#{stream}"), WATERMARK_SK)
 }
 
+/// Sort key of a stream's run lease, next to its watermark item.
+pub const RUN_LEASE_SK: &str = "RUN_LEASE";
+
+pub fn run_lease_key(stream: &str) -> Item {
+    key(format!("WATERMARK#{stream}"), RUN_LEASE_SK)
+}
+
 pub fn ledger_key(io_id: i64) -> Item {
     key(format!("SHEET#{io_id}"), LEDGER_SK)
 }
@@ -139,6 +146,7 @@ pub fn ledger_record(item: &Item, table: &str, io_id: i64) -> Result<LedgerRecor
         reason,
         attempts: u32::try_from(attempts).map_err(|_| reader.invalid("attempts", "is out of range"))?,
         updated_at: reader.time("updated_at")?,
+        changed_hash: reader.optional_s("changed_hash")?.map(str::to_string),
     })
 }
 

@@ -9,7 +9,7 @@ use tracing::{info, warn};
 
 use crate::error::Retry;
 use crate::message;
-use crate::ports::{OutgoingMessage, SheetQuery, SheetQueue, SheetSource, WatermarkStore};
+use crate::ports::{OutgoingMessage, RunLease, SheetQuery, SheetQueue, SheetSource, WatermarkStore};
 use crate::sheet::CONFIRMED;
 use crate::window::{MAX_WINDOW, Window, tile};
 
@@ -36,6 +36,9 @@ pub struct FetchSettings {
     /// Largest number of pages one window may have, a guard against a source that never says
     /// `has_next: false`.
     pub max_pages_per_window: u32,
+    /// Longest run lease. A run that stops without releasing its lease (a timeout, a crash)
+    /// blocks the next runs until then, so it should be about the function timeout.
+    pub run_lease: Duration,
 }
 
 impl Default for FetchSettings {
@@ -49,6 +52,7 @@ impl Default for FetchSettings {
             page_size: MAX_PAGE_SIZE,
             max_windows_per_run: 60,
             max_pages_per_window: 2_000,
+            run_lease: Duration::minutes(15),
         }
     }
 }
@@ -75,6 +79,10 @@ pub struct FetchReport {
     pub watermark: Option<DateTime<Utc>>,
     /// True when the run stopped at `max_windows_per_run` before reaching the end of the range.
     pub more_pending: bool,
+    /// Set when the run fetched nothing because another run held the stream's run lease: the
+    /// end of that lease.
+    #[serde(default)]
+    pub skipped_lease_held_until: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +132,33 @@ const SEND_CHUNK: usize = 10;
 impl Fetcher<'_> {
     /// Runs one fetch. The watermark moves to a window's end only after every page of that
     /// window was read and every one of its sheets was accepted by the queue.
+    ///
+    /// A scheduled run first takes the stream's run lease. When another run has it, this run
+    /// returns at once with `skipped_lease_held_until` set. The lease is released at the end,
+    /// also after an error. A back-fill takes no lease.
     pub async fn run(&self, request: &FetchRequest, now: DateTime<Utc>) -> Result<FetchReport, FetchError> {
+        if request.begin.is_some() || request.end.is_some() {
+            return self.run_unleased(request, now).await;
+        }
+        let stream = &self.settings.stream;
+        let holder = uuid::Uuid::new_v4().to_string();
+        let until = now + self.settings.run_lease;
+        if let RunLease::Held { holder: other, until } = self.watermarks.acquire_run_lease(stream, &holder, until, now).await? {
+            info!(stream, other_run = %other, %until, "another fetch run holds the run lease; exiting");
+            let watermark = self.watermarks.load(stream).await?;
+            return Ok(FetchReport { watermark, skipped_lease_held_until: Some(until), ..Default::default() });
+        }
+
+        let result = self.run_unleased(request, now).await;
+        match self.watermarks.release_run_lease(stream, &holder).await {
+            Ok(true) => {}
+            Ok(false) => warn!(stream, "run lease ended before the run finished; another run may have overlapped"),
+            Err(error) => warn!(stream, error = %error, "run lease not released; it ends at its expiry"),
+        }
+        result
+    }
+
+    async fn run_unleased(&self, request: &FetchRequest, now: DateTime<Utc>) -> Result<FetchReport, FetchError> {
         let (begin, end, backfill) = self.range(request, now).await?;
         let windows = tile(begin, end, self.settings.max_window);
         let mut report = FetchReport { watermark: self.watermarks.load(&self.settings.stream).await?, ..Default::default() };

@@ -1,170 +1,41 @@
-//! Mapping from a JuShuiTan count sheet to a Kingdee `STK_StockCountInput` (物料盘点作业) bill.
+//! Mapping from a JuShuiTan count sheet to Kingdee bills.
 //!
-//! The field list follows the integration platform's scheme for this flow: one header per sheet
-//! and one `FBillEntry` row per item, or per lot where the sheet carries batches. The bill number
-//! derives from `io_id`, so a sheet always maps to the same number and Kingdee's bill-number
-//! uniqueness is the last guard against a duplicate.
+//! The mapping is data: the `[mapping]` settings ([`MappingConfig`]) choose the target mode
+//! (a new 物料盘点作业, 盘盈单 and 盘亏单, or a write-back into the 物料盘点作业 of a 盘点方案),
+//! codes, units, lots and rounding. The field list follows the integration platform's scheme
+//! for this flow. Bill numbers derive from `io_id`, so a sheet always maps to the same numbers
+//! and Kingdee's bill-number uniqueness is the last guard against a duplicate.
+//!
+//! - [`config`]: the settings and their validation,
+//! - `lines`: sheet items → target-neutral lines (material codes, lots, units, precision),
+//! - `targets`: lines → bills per target mode,
+//! - [`lookup`]: what must be read from Kingdee first (materials, the scheme's bill),
+//! - [`report`]: placed, dropped and rounded lines,
+//! - [`period`]: Kingdee's closed-period rejection as an operator reason.
 
-use std::collections::{BTreeMap, HashMap};
+pub mod config;
+mod lines;
+pub mod lookup;
+pub mod period;
+pub mod report;
+mod targets;
+
+use std::collections::HashMap;
 
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+pub use config::{
+    AfterSave, DateSource, GainLossConfig, LotAllocation, LotSource, LotsConfig, MappingConfig, MappingConfigError, MaterialSource,
+    MaterialsConfig, QtySign, Rounding, SchemeConfig, SchemeSource, StockLocation, Target, UnitsConfig, UnknownCodes, WarehouseMapping,
+    DEFAULT_PROFILE, DEFAULT_PROFILE_TOML, STOCK_COUNT_GAIN, STOCK_COUNT_INPUT, STOCK_COUNT_LOSS,
+};
+pub use lookup::{ExistingCountBill, ExistingRow};
+pub use report::{DroppedLine, MappingReport, PlacedLine, RoundedLine};
+
 use crate::ports::{Bill, FailureReason};
-use crate::sheet::{CountItem, CountSheet, SheetBatch};
-
-/// Form id of 物料盘点作业.
-pub const STOCK_COUNT_INPUT: &str = "STK_StockCountInput";
-
-/// Meaning of the sign of JuShuiTan's `qty` (盈亏数量).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum QtySign {
-    /// Positive is a gain (盘盈), negative a loss (盘亏): book quantity = `r_qty - qty`.
-    #[default]
-    GainPositive,
-    /// Positive is a loss: book quantity = `r_qty + qty`.
-    LossPositive,
-}
-
-/// One row of the warehouse table: a JuShuiTan warehouse and the Kingdee stock it counts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WarehouseMapping {
-    /// JuShuiTan branch warehouse id; 0 also matches sheets that carry none.
-    pub wms_co_id: i64,
-    /// JuShuiTan warehouse kind (1 主仓, 2 销退仓, …).
-    pub wh_id: i64,
-    /// Kingdee stock number (`FStockId`).
-    pub stock: String,
-}
-
-/// Settings of the sheet-to-bill mapping, read from the `[mapping]` section of the configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MappingConfig {
-    /// Kingdee form the bills are saved to.
-    pub form_id: String,
-    /// Text put before `io_id` to form `FBillNo`.
-    pub bill_no_prefix: String,
-    /// Stock organization number (`FStockOrgId`); required.
-    pub stock_org: String,
-    /// Bill type number (`FBillTypeID`).
-    pub bill_type: String,
-    /// `FNoteHead` template; `{io_id}`, `{warehouse}`, `{remark}` and `{creator_name}` are replaced.
-    pub note_template: String,
-    /// `FOwnerTypeId` of every row.
-    pub owner_type: String,
-    /// `FOwnerId` number; the stock organization when empty.
-    pub owner: String,
-    /// `FKeeperTypeId` of every row.
-    pub keeper_type: String,
-    /// `FKeeperId` number; the stock organization when empty.
-    pub keeper: String,
-    /// `FStockStatusId` number of every row.
-    pub stock_status: String,
-    pub qty_sign: QtySign,
-    /// Further header fields sent as given, keyed by Kingdee field key.
-    pub header_fields: BTreeMap<String, Value>,
-    /// Warehouse table, keyed by `wms_co_id` + `wh_id`.
-    pub warehouses: Vec<WarehouseMapping>,
-}
-
-impl Default for MappingConfig {
-    fn default() -> Self {
-        Self {
-            form_id: STOCK_COUNT_INPUT.to_string(),
-            bill_no_prefix: "JST-".to_string(),
-            stock_org: String::new(),
-            bill_type: "WLPDZY01_SYS".to_string(),
-            note_template: "聚水潭盘点单 {io_id} {warehouse}".to_string(),
-            owner_type: "BD_OwnerOrg".to_string(),
-            owner: String::new(),
-            keeper_type: "BD_KeeperOrg".to_string(),
-            keeper: String::new(),
-            stock_status: "KCZT01_SYS".to_string(),
-            qty_sign: QtySign::GainPositive,
-            header_fields: BTreeMap::new(),
-            warehouses: Vec::new(),
-        }
-    }
-}
-
-/// A configuration value the mapping cannot work with.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid mapping setting `{key}`: {message}")]
-pub struct MappingConfigError {
-    /// Configuration key, e.g. `mapping.stock_org`.
-    pub key: String,
-    pub message: String,
-}
-
-impl MappingConfig {
-    /// Checks the settings; the error names the key and the fix.
-    pub fn validate(&self) -> Result<(), MappingConfigError> {
-        let invalid = |key: &str, message: String| Err(MappingConfigError { key: format!("mapping.{key}"), message });
-
-        if self.form_id.trim().is_empty() {
-            return invalid("form_id", "must not be empty; use STK_StockCountInput".into());
-        }
-        if self.stock_org.trim().is_empty() {
-            return invalid("stock_org", "missing; set the Kingdee stock organization number, e.g. \"100\"".into());
-        }
-        if self.bill_type.trim().is_empty() {
-            return invalid("bill_type", "must not be empty; the standard type is WLPDZY01_SYS".into());
-        }
-        if !self.bill_no_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) {
-            return invalid(
-                "bill_no_prefix",
-                format!("{:?} may contain only ASCII letters, digits, '-' and '_'", self.bill_no_prefix),
-            );
-        }
-        if self.warehouses.is_empty() {
-            return invalid("warehouses", "empty; add one [[mapping.warehouses]] entry per JuShuiTan warehouse".into());
-        }
-
-        let mut seen = HashMap::new();
-        for (index, warehouse) in self.warehouses.iter().enumerate() {
-            if warehouse.stock.trim().is_empty() {
-                return invalid(&format!("warehouses[{index}].stock"), "must not be empty".into());
-            }
-            if let Some(first) = seen.insert((warehouse.wms_co_id, warehouse.wh_id), index) {
-                return invalid(
-                    &format!("warehouses[{index}]"),
-                    format!(
-                        "wms_co_id {} wh_id {} is already mapped by warehouses[{first}]",
-                        warehouse.wms_co_id, warehouse.wh_id
-                    ),
-                );
-            }
-        }
-        Ok(())
-    }
-
-    /// Returns the bill number of a sheet.
-    pub fn bill_no(&self, io_id: i64) -> String {
-        format!("{}{}", self.bill_no_prefix, io_id)
-    }
-
-    fn owner(&self) -> &str {
-        if self.owner.is_empty() { &self.stock_org } else { &self.owner }
-    }
-
-    fn keeper(&self) -> &str {
-        if self.keeper.is_empty() { &self.stock_org } else { &self.keeper }
-    }
-
-    fn stock_for(&self, sheet: &CountSheet) -> Option<&str> {
-        let wms_co_id = sheet.wms_co_id.unwrap_or(0);
-        let wh_id = sheet.wh_id?;
-        self.warehouses
-            .iter()
-            .find(|warehouse| warehouse.wms_co_id == wms_co_id && warehouse.wh_id == wh_id)
-            .map(|warehouse| warehouse.stock.as_str())
-    }
-}
+use crate::sheet::CountSheet;
 
 /// One reason a sheet cannot become a bill.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,9 +70,65 @@ impl MappingError {
     }
 }
 
-/// Maps a confirmed sheet to a bill, or reports every problem that prevents it.
+/// What a mapping run needs from Kingdee beyond the settings; see [`lookup::prepare_context`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MappingContext {
+    /// SKU → material code, for `materials.source = "kingdee_lookup"`.
+    pub materials: Option<HashMap<String, String>>,
+    /// 盘点方案 number of the sheet, for `target = "scheme_writeback"`.
+    pub scheme_no: Option<String>,
+    /// The scheme's 物料盘点作业, for `target = "scheme_writeback"`; `None` when not found.
+    pub existing: Option<ExistingCountBill>,
+}
+
+/// The bills of one sheet and what the mapping left out or rounded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MappedSheet {
+    /// Zero, one or two bills: `gain_loss` writes a gain and a loss bill only when the sheet
+    /// has gains and losses, and nothing for a sheet without any difference.
+    pub bills: Vec<Bill>,
+    pub report: MappingReport,
+}
+
+/// Header values shared by every bill of one sheet.
+pub(crate) struct SheetHeader<'a> {
+    pub sheet: &'a CountSheet,
+    pub config: &'a MappingConfig,
+    pub warehouse: &'a WarehouseMapping,
+    /// `FDate`, `yyyy-MM-dd`.
+    pub date: String,
+    pub note: String,
+}
+
+/// Maps a confirmed sheet to one `STK_StockCountInput` bill, or reports every problem that
+/// prevents it. Only `target = "count_input"` yields exactly one bill; the other targets fail
+/// with `target_needs_map_sheet_bills`, so use [`map_sheet_bills`] or [`map_sheet_with`].
 pub fn map_sheet(sheet: &CountSheet, config: &MappingConfig) -> Result<Bill, MappingError> {
+    if config.target != Target::CountInput {
+        return Err(MappingError {
+            io_id: sheet.io_id,
+            problems: vec![problem(
+                "target_needs_map_sheet_bills",
+                format!("target = {:?} 每张盘点单可能生成零张、一张或两张单据，写入端需要调用 map_sheet_bills", config.target),
+                format!("target = {:?} may turn a sheet into zero, one or two bills, so the writer must call map_sheet_bills", config.target),
+            )],
+        });
+    }
+    let mut mapped = map_sheet_with(sheet, config, &MappingContext::default())?;
+    Ok(mapped.bills.remove(0))
+}
+
+/// Maps a sheet to its bills without Kingdee lookups; see [`map_sheet_with`].
+pub fn map_sheet_bills(sheet: &CountSheet, config: &MappingConfig) -> Result<Vec<Bill>, MappingError> {
+    Ok(map_sheet_with(sheet, config, &MappingContext::default())?.bills)
+}
+
+/// Maps a sheet to its bills with the lookups in `context`, or reports every problem that
+/// prevents it. A sheet is never partly mapped: any problem fails the whole sheet, and the
+/// lines left out by `unknown_codes = "drop_line"` are listed in the report.
+pub fn map_sheet_with(sheet: &CountSheet, config: &MappingConfig, context: &MappingContext) -> Result<MappedSheet, MappingError> {
     let mut problems = Vec::new();
+    let mut report = MappingReport::default();
 
     if !sheet.is_confirmed() {
         problems.push(problem(
@@ -210,201 +137,105 @@ pub fn map_sheet(sheet: &CountSheet, config: &MappingConfig) -> Result<Bill, Map
             format!("status is {}, only Confirmed sheets are synced", sheet.status),
         ));
     }
-    let date = match sheet.io_date {
-        Some(io_date) => io_date.date().format("%Y-%m-%d").to_string(),
-        None => {
-            problems.push(problem("missing_io_date", "盘点单缺少 io_date（盘点日期）".into(), "io_date is missing".into()));
-            String::new()
-        }
-    };
-    let stock = match config.stock_for(sheet) {
-        Some(stock) => stock.to_string(),
-        None => {
-            let (wms_co_id, wh_id) = (sheet.wms_co_id.unwrap_or(0), sheet.wh_id.unwrap_or(0));
-            problems.push(problem(
-                "unknown_warehouse",
-                format!(
-                    "仓库 wms_co_id={wms_co_id} wh_id={wh_id}（{}）未在仓库对照表中：请在 [[mapping.warehouses]] 中添加对应的金蝶仓库编码",
-                    sheet.warehouse.as_deref().unwrap_or("")
-                ),
-                format!(
-                    "warehouse wms_co_id={wms_co_id} wh_id={wh_id} ({}) is not in the warehouse table: add it to [[mapping.warehouses]]",
-                    sheet.warehouse.as_deref().unwrap_or("")
-                ),
-            ));
-            String::new()
-        }
-    };
+    let date = business_date(sheet, config, &mut problems);
+    let found = sheet.wh_id.and_then(|wh_id| config.warehouse_for(sheet.wms_co_id.unwrap_or(0), wh_id));
+    if found.is_none() && config.unknown_codes == UnknownCodes::Reject {
+        problems.push(unknown_warehouse(sheet));
+    }
     if sheet.items.is_empty() {
         problems.push(problem("no_items", "盘点单没有明细行".into(), "the sheet has no items".into()));
     }
-
-    let entries = build_entries(sheet, config, &stock, &mut problems);
+    let lines = lines::build_lines(sheet, config, context, &mut problems, &mut report);
+    let Some(warehouse) = found else {
+        if config.unknown_codes == UnknownCodes::DropLine {
+            drop_all_lines(sheet, &lines, &mut problems, &mut report);
+        }
+        return Err(MappingError { io_id: sheet.io_id, problems });
+    };
+    if lines.is_empty() && !sheet.items.is_empty() && problems.is_empty() {
+        problems.push(problem(
+            "no_lines_left",
+            format!("盘点单的 {} 条明细行都被略去，没有可写入的行", sheet.items.len()),
+            format!("all {} item lines of the sheet were left out, so nothing is left to write", sheet.items.len()),
+        ));
+    }
     if !problems.is_empty() {
         return Err(MappingError { io_id: sheet.io_id, problems });
     }
 
-    let bill_no = config.bill_no(sheet.io_id);
-    let mut header = Map::new();
-    for (key, value) in &config.header_fields {
-        header.insert(key.clone(), value.clone());
+    let header = SheetHeader { sheet, config, warehouse, date, note: render_note(&config.note_template, sheet) };
+    let bills = match config.target {
+        Target::CountInput => targets::count_input(&header, &lines, &mut report),
+        Target::GainLoss => targets::gain_loss(&header, &lines, &mut report),
+        Target::SchemeWriteback => match &context.existing {
+            Some(existing) => targets::scheme_writeback(&header, &lines, existing, &mut problems, &mut report),
+            None => {
+                let scheme = context.scheme_no.clone().or_else(|| lookup::scheme_no(sheet, config)).unwrap_or_default();
+                problems.push(problem(
+                    "scheme_bill_not_found",
+                    format!("在金蝶中没有找到盘点方案 {scheme} 的物料盘点作业：请先在金蝶中按盘点方案生成物料盘点作业"),
+                    format!("no 物料盘点作业 of 盘点方案 {scheme} was found in Kingdee: generate it from the scheme in Kingdee first"),
+                ));
+                Vec::new()
+            }
+        },
+    };
+    if !problems.is_empty() {
+        return Err(MappingError { io_id: sheet.io_id, problems });
     }
-    header.insert("FBillNo".into(), json!(bill_no));
-    header.insert("FDate".into(), json!(date));
-    header.insert("FBillTypeID".into(), json!({ "FNUMBER": config.bill_type }));
-    header.insert("FStockOrgId".into(), json!({ "FNumber": config.stock_org }));
-    header.insert("FNoteHead".into(), json!(render_note(&config.note_template, sheet)));
-    let entry_count = entries.len();
-    header.insert("FBillEntry".into(), Value::Array(entries));
+    Ok(MappedSheet { bills, report })
+}
 
-    let model = Value::Object(header);
-    let content_hash = hash_model(&model);
-    Ok(Bill { form_id: config.form_id.clone(), bill_no, io_id: sheet.io_id, model, entry_count, content_hash })
+/// Returns `FDate`: the date part of `io_date` or `modified`, which JuShuiTan states as
+/// Asia/Shanghai wall-clock time, so the date is the Shanghai business date without conversion.
+fn business_date(sheet: &CountSheet, config: &MappingConfig, problems: &mut Vec<MappingProblem>) -> String {
+    let (time, key) = match config.date_source {
+        DateSource::IoDate => (sheet.io_date, "io_date"),
+        DateSource::Modified => (sheet.modified, "modified"),
+    };
+    match time {
+        Some(time) => time.date().format("%Y-%m-%d").to_string(),
+        None => {
+            problems.push(problem(
+                if key == "io_date" { "missing_io_date" } else { "missing_modified" },
+                format!("盘点单缺少 {key}（date_source 选定的日期）"),
+                format!("{key} is missing, and date_source selects it"),
+            ));
+            String::new()
+        }
+    }
+}
+
+fn unknown_warehouse(sheet: &CountSheet) -> MappingProblem {
+    let (wms_co_id, wh_id) = (sheet.wms_co_id.unwrap_or(0), sheet.wh_id.unwrap_or(0));
+    let name = sheet.warehouse.as_deref().unwrap_or("");
+    problem(
+        "unknown_warehouse",
+        format!("仓库 wms_co_id={wms_co_id} wh_id={wh_id}（{name}）未在仓库对照表中：请在 [[mapping.warehouses]] 中添加对应的金蝶仓库编码"),
+        format!("warehouse wms_co_id={wms_co_id} wh_id={wh_id} ({name}) is not in the warehouse table: add it to [[mapping.warehouses]]"),
+    )
+}
+
+/// Drops every line of a sheet whose warehouse is unknown (`unknown_codes = "drop_line"`),
+/// lists each in the report, and reports that nothing is left to write.
+fn drop_all_lines(sheet: &CountSheet, lines: &[lines::Line<'_>], problems: &mut Vec<MappingProblem>, report: &mut MappingReport) {
+    for line in lines {
+        report.dropped.push(DroppedLine::of_item(line.item_index, line.item, line.lot.clone(), line.counted, report::DROPPED_UNKNOWN_WAREHOUSE));
+    }
+    let (wms_co_id, wh_id) = (sheet.wms_co_id.unwrap_or(0), sheet.wh_id.unwrap_or(0));
+    let name = sheet.warehouse.as_deref().unwrap_or("");
+    let (zh, en): (Vec<String>, Vec<String>) = report.dropped.iter().map(DroppedLine::describe).unzip();
+    problems.push(problem(
+        "no_lines_left",
+        format!("仓库 wms_co_id={wms_co_id} wh_id={wh_id}（{name}）不在仓库对照表中，全部 {} 行已略去，没有可写入的行：{}", zh.len(), zh.join("；")),
+        format!("warehouse wms_co_id={wms_co_id} wh_id={wh_id} ({name}) is not in the warehouse table, so all {} lines were left out: {}", en.len(), en.join("; ")),
+    ));
 }
 
 /// Returns the lowercase hex SHA-256 of a bill model's JSON.
 pub fn hash_model(model: &Value) -> String {
     let bytes = serde_json::to_vec(model).unwrap_or_default();
     hex::encode(Sha256::digest(bytes))
-}
-
-fn build_entries(sheet: &CountSheet, config: &MappingConfig, stock: &str, problems: &mut Vec<MappingProblem>) -> Vec<Value> {
-    let mut batches_by_sku: HashMap<&str, Vec<&SheetBatch>> = HashMap::new();
-    for batch in &sheet.batchs {
-        batches_by_sku.entry(batch.sku_id.as_str()).or_default().push(batch);
-    }
-    let mut item_count_by_sku: HashMap<&str, usize> = HashMap::new();
-    for item in &sheet.items {
-        *item_count_by_sku.entry(item.sku_id.as_str()).or_default() += 1;
-    }
-    for sku in batches_by_sku.keys() {
-        if !item_count_by_sku.contains_key(sku) {
-            problems.push(problem(
-                "batch_without_item",
-                format!("批次列表中的 SKU {sku} 没有对应的明细行"),
-                format!("sku {sku} has batches but no item line"),
-            ));
-        }
-    }
-
-    let mut entries = Vec::new();
-    for item in &sheet.items {
-        let Some(counted) = item.r_qty else {
-            problems.push(problem(
-                "missing_quantity",
-                format!("SKU {} 的明细行缺少 r_qty（盘点后数量）", item.sku_id),
-                format!("item of sku {} has no r_qty", item.sku_id),
-            ));
-            continue;
-        };
-        let delta = match config.qty_sign {
-            QtySign::GainPositive => item.qty.unwrap_or_default(),
-            QtySign::LossPositive => -item.qty.unwrap_or_default(),
-        };
-        let row = Row { item, counted, delta };
-
-        if item.batch_id.as_deref().is_some_and(|lot| !lot.is_empty()) {
-            entries.push(entry(config, stock, &row, item.batch_id.as_deref(), item.product_date, item.expiration_date));
-            continue;
-        }
-        let Some(batches) = batches_by_sku.get(item.sku_id.as_str()) else {
-            entries.push(entry(config, stock, &row, None, None, None));
-            continue;
-        };
-        if item_count_by_sku[item.sku_id.as_str()] > 1 {
-            problems.push(problem(
-                "ambiguous_batches",
-                format!("SKU {} 有多条明细行，无法分配批次列表中的批次", item.sku_id),
-                format!("sku {} has several item lines, so its sheet-level batches cannot be assigned", item.sku_id),
-            ));
-            continue;
-        }
-        entries.extend(lot_entries(config, stock, &row, batches, problems));
-    }
-    entries
-}
-
-struct Row<'a> {
-    item: &'a CountItem,
-    counted: Decimal,
-    /// Gain (positive) or loss (negative), already in the gain-positive convention.
-    delta: Decimal,
-}
-
-/// Splits one item over its sheet-level lots. Each lot's `qty` is read as its counted quantity;
-/// the item's whole gain or loss is booked on the first lot so that per-SKU totals are preserved.
-fn lot_entries(
-    config: &MappingConfig,
-    stock: &str,
-    row: &Row<'_>,
-    batches: &[&SheetBatch],
-    problems: &mut Vec<MappingProblem>,
-) -> Vec<Value> {
-    let lot_total: Decimal = batches.iter().map(|batch| batch.qty.unwrap_or_default()).sum();
-    if lot_total != row.counted {
-        problems.push(problem(
-            "batch_quantity_mismatch",
-            format!("SKU {} 的批次数量合计 {} 与盘点后数量 r_qty {} 不一致", row.item.sku_id, lot_total.normalize(), row.counted.normalize()),
-            format!(
-                "batch quantities of sku {} add up to {} but r_qty is {}",
-                row.item.sku_id,
-                lot_total.normalize(),
-                row.counted.normalize()
-            ),
-        ));
-        return Vec::new();
-    }
-
-    batches
-        .iter()
-        .enumerate()
-        .map(|(index, batch)| {
-            let lot_row = Row {
-                item: row.item,
-                counted: batch.qty.unwrap_or_default(),
-                delta: if index == 0 { row.delta } else { Decimal::ZERO },
-            };
-            entry(config, stock, &lot_row, Some(&batch.batch_no), batch.product_date, batch.expiration_date)
-        })
-        .collect()
-}
-
-fn entry(
-    config: &MappingConfig,
-    stock: &str,
-    row: &Row<'_>,
-    lot: Option<&str>,
-    produced: Option<chrono::NaiveDate>,
-    expires: Option<chrono::NaiveDate>,
-) -> Value {
-    let book = row.counted - row.delta;
-    let (gain, loss) = if row.delta >= Decimal::ZERO { (row.delta, Decimal::ZERO) } else { (Decimal::ZERO, -row.delta) };
-
-    let mut entry = Map::new();
-    entry.insert("FMaterialId".into(), json!({ "FNumber": row.item.sku_id }));
-    entry.insert("FStockId".into(), json!({ "FNumber": stock }));
-    entry.insert("FStockStatusId".into(), json!({ "FNumber": config.stock_status }));
-    entry.insert("FOwnerTypeId".into(), json!(config.owner_type));
-    entry.insert("FOwnerId".into(), json!({ "FNumber": config.owner() }));
-    entry.insert("FKeeperTypeId".into(), json!(config.keeper_type));
-    entry.insert("FKeeperId".into(), json!({ "FNumber": config.keeper() }));
-    entry.insert("FAcctQty".into(), json!(decimal_text(book)));
-    entry.insert("FCountQty".into(), json!(decimal_text(row.counted)));
-    entry.insert("FGainQty".into(), json!(decimal_text(gain)));
-    entry.insert("FLossQty".into(), json!(decimal_text(loss)));
-    if let Some(lot) = lot {
-        entry.insert("FLot".into(), json!({ "FNumber": lot }));
-    }
-    if let Some(date) = produced {
-        entry.insert("FProduceDate".into(), json!(date.format("%Y-%m-%d").to_string()));
-    }
-    if let Some(date) = expires {
-        entry.insert("FExpiryDate".into(), json!(date.format("%Y-%m-%d").to_string()));
-    }
-    if let Some(line_id) = row.item.ioi_id {
-        entry.insert("FNote".into(), json!(format!("ioi_id {line_id}")));
-    }
-    Value::Object(entry)
 }
 
 /// Formats a quantity exactly, without trailing zeros: Kingdee accepts numeric strings, and a
@@ -423,7 +254,7 @@ fn render_note(template: &str, sheet: &CountSheet) -> String {
         .to_string()
 }
 
-fn problem(code: &'static str, message_zh: String, message_en: String) -> MappingProblem {
+pub(crate) fn problem(code: &'static str, message_zh: String, message_en: String) -> MappingProblem {
     MappingProblem { code, message_zh, message_en }
 }
 

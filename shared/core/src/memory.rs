@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 
 use crate::error::Retry;
 use crate::ports::{
-    BillRef, Claim, FailureReason, IdempotencyLedger, LedgerRecord, LedgerState, OutgoingMessage, QueueError,
-    SheetQueue, StoreError, WatermarkStore, decide_claim,
+    BillRef, BillSummary, Claim, FailureReason, IdempotencyLedger, LedgerRecord, LedgerState, OutgoingMessage,
+    QueueError, RunLease, SheetQueue, StoreError, WatermarkStore, decide_claim, decide_run_lease, entry_summaries,
 };
 
 /// An in-process FIFO queue.
@@ -59,6 +59,8 @@ impl SheetQueue for MemoryQueue {
 #[derive(Debug, Default)]
 pub struct MemoryWatermarks {
     marks: Mutex<HashMap<String, DateTime<Utc>>>,
+    /// Run leases by stream: holder and end.
+    leases: Mutex<HashMap<String, (String, DateTime<Utc>)>>,
 }
 
 impl MemoryWatermarks {
@@ -82,6 +84,25 @@ impl WatermarkStore for MemoryWatermarks {
                 Ok(true)
             }
         }
+    }
+
+    async fn acquire_run_lease(&self, stream: &str, holder: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<RunLease, StoreError> {
+        let mut leases = self.leases.lock().expect("lease mutex poisoned");
+        let existing = leases.get(stream).map(|(holder, until)| (holder.as_str(), *until));
+        let decision = decide_run_lease(existing, now);
+        if decision == RunLease::Acquired {
+            leases.insert(stream.to_string(), (holder.to_string(), until));
+        }
+        Ok(decision)
+    }
+
+    async fn release_run_lease(&self, stream: &str, holder: &str) -> Result<bool, StoreError> {
+        let mut leases = self.leases.lock().expect("lease mutex poisoned");
+        if leases.get(stream).is_some_and(|(current, _)| current == holder) {
+            leases.remove(stream);
+            return Ok(true);
+        }
+        Ok(false)
     }
 }
 
@@ -161,6 +182,43 @@ impl IdempotencyLedger for MemoryLedger {
         })
     }
 
+    async fn mark_held(&self, io_id: i64, token: &str, bill: &BillRef, reason: &FailureReason, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.transition(io_id, token, |record| {
+            record.state = LedgerState::Changed;
+            record.bill = Some(bill.clone());
+            record.reason = Some(reason.clone());
+            record.changed_hash = Some(record.content_hash.clone());
+            record.claim_token = None;
+            record.lease_until = None;
+            record.updated_at = now;
+        })
+    }
+
+    async fn reset(&self, io_id: i64, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut records = self.records.lock().expect("ledger mutex poisoned");
+        match records.get_mut(&io_id) {
+            Some(record) if matches!(record.state, LedgerState::Failed | LedgerState::Changed) => {
+                record.state = LedgerState::Retry;
+                record.changed_hash = None;
+                record.updated_at = now;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn list_held(&self, limit: usize) -> Result<Vec<LedgerRecord>, StoreError> {
+        let records = self.records.lock().expect("ledger mutex poisoned");
+        let mut held: Vec<LedgerRecord> = records
+            .values()
+            .filter(|record| matches!(record.state, LedgerState::Failed | LedgerState::Changed))
+            .cloned()
+            .collect();
+        held.sort_by_key(|record| record.io_id);
+        held.truncate(limit);
+        Ok(held)
+    }
+
     async fn get(&self, io_id: i64) -> Result<Option<LedgerRecord>, StoreError> {
         Ok(self.records.lock().expect("ledger mutex poisoned").get(&io_id).cloned())
     }
@@ -201,6 +259,13 @@ impl MemoryBillTarget {
 
     pub fn bill_count(&self) -> usize {
         self.lock().bills.len()
+    }
+
+    /// Replaces the stored model of a bill, as a user editing it in Kingdee does.
+    pub fn replace_bill_model(&self, bill_no: &str, model: serde_json::Value) {
+        if let Some((_, stored)) = self.lock().bills.get_mut(bill_no) {
+            *stored = model;
+        }
     }
 
     pub fn bill(&self, bill_no: &str) -> Option<serde_json::Value> {
@@ -275,6 +340,15 @@ impl crate::ports::BillTarget for MemoryBillTarget {
         let mut state = self.lock();
         state.lookups += 1;
         Ok(state.bills.get(bill_no).map(|(reference, _)| reference.clone()))
+    }
+
+    async fn fetch_bill_summary(&self, _form_id: &str, bill_no: &str) -> Result<Option<BillSummary>, crate::ports::TargetError> {
+        let mut state = self.lock();
+        state.lookups += 1;
+        Ok(state
+            .bills
+            .get(bill_no)
+            .map(|(reference, model)| BillSummary { bill: reference.clone(), entries: Some(entry_summaries(model)) }))
     }
 }
 

@@ -145,6 +145,69 @@ pub trait BillTarget: Send + Sync {
     /// Looks a bill up by number. `Ok(None)` means the query ran and returned no row; an error
     /// means the answer is unknown, never that the bill is absent.
     async fn find_bill(&self, form_id: &str, bill_no: &str) -> Result<Option<BillRef>, TargetError>;
+
+    /// Looks a bill up by number and returns what the writer can compare with the bill it would
+    /// send. The default reads only the number, so `entries` is `None` and a found bill counts
+    /// as equal. An adapter that can read the entry rows back overrides this.
+    async fn fetch_bill_summary(&self, form_id: &str, bill_no: &str) -> Result<Option<BillSummary>, TargetError> {
+        Ok(self.find_bill(form_id, bill_no).await?.map(|bill| BillSummary { bill, entries: None }))
+    }
+}
+
+/// One entry row of a bill, reduced to the fields that decide whether two bills are equal.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EntrySummary {
+    /// Material number (`FMaterialId.FNumber`).
+    pub material: String,
+    /// Stock number (`FStockId.FNumber`).
+    pub stock: String,
+    /// Counted quantity (`FCountQty`), normalized decimal text.
+    pub count_qty: String,
+}
+
+/// A stored bill as far as the target can read it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BillSummary {
+    pub bill: BillRef,
+    /// Entry rows, sorted; `None` when the target reads only the bill number.
+    pub entries: Option<Vec<EntrySummary>>,
+}
+
+impl Bill {
+    /// Returns the entry rows of the model, sorted, for comparison with a [`BillSummary`].
+    pub fn entry_summaries(&self) -> Vec<EntrySummary> {
+        entry_summaries(&self.model)
+    }
+}
+
+/// Reads the sorted entry rows of a `STK_StockCountInput` model. Quantities are normalized, so
+/// `5`, `5.0` and `5.000` compare equal.
+pub fn entry_summaries(model: &Value) -> Vec<EntrySummary> {
+    let mut entries: Vec<EntrySummary> = model["FBillEntry"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|row| EntrySummary {
+                    material: row["FMaterialId"]["FNumber"].as_str().unwrap_or_default().to_string(),
+                    stock: row["FStockId"]["FNumber"].as_str().unwrap_or_default().to_string(),
+                    count_qty: normalize_quantity(&row["FCountQty"]),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    entries.sort();
+    entries
+}
+
+fn normalize_quantity(value: &Value) -> String {
+    let text = match value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    match text.parse::<rust_decimal::Decimal>() {
+        Ok(quantity) => quantity.normalize().to_string(),
+        Err(_) => text,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -200,6 +263,31 @@ pub trait WatermarkStore: Send + Sync {
     /// Returns whether it moved. The comparison and the write are one conditional operation, so
     /// concurrent runs can never move it backwards.
     async fn advance(&self, stream: &str, to: DateTime<Utc>) -> Result<bool, StoreError>;
+
+    /// Takes the run lease of `stream` for `holder` until `until`, if no other holder has a
+    /// lease that lasts past `now`. One conditional write, so of two overlapping runs only one
+    /// fetches.
+    async fn acquire_run_lease(&self, stream: &str, holder: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<RunLease, StoreError>;
+
+    /// Ends the run lease if `holder` still has it. Returns whether it did.
+    async fn release_run_lease(&self, stream: &str, holder: &str) -> Result<bool, StoreError>;
+}
+
+/// Result of [`WatermarkStore::acquire_run_lease`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunLease {
+    Acquired,
+    /// Another run holds the lease until `until`.
+    Held { holder: String, until: DateTime<Utc> },
+}
+
+/// Decides a run-lease request against the stored lease, for adapters that read and write in
+/// one transaction.
+pub fn decide_run_lease(existing: Option<(&str, DateTime<Utc>)>, now: DateTime<Utc>) -> RunLease {
+    match existing {
+        Some((holder, until)) if until > now => RunLease::Held { holder: holder.to_string(), until },
+        _ => RunLease::Acquired,
+    }
 }
 
 /// State of one sheet in the idempotency ledger.
@@ -215,6 +303,10 @@ pub enum LedgerState {
     Retry,
     /// Kingdee or the mapping rejected the sheet; `reason` says why.
     Failed,
+    /// Held for an operator: the sheet has a bill, but a later version with different content
+    /// arrived (`changed_hash`), or Kingdee has a bill with this number that differs from the
+    /// sheet. No second bill is saved, and `reason` describes the difference.
+    Changed,
 }
 
 impl LedgerState {
@@ -224,6 +316,7 @@ impl LedgerState {
             LedgerState::Done => "done",
             LedgerState::Retry => "retry",
             LedgerState::Failed => "failed",
+            LedgerState::Changed => "changed",
         }
     }
 
@@ -233,6 +326,7 @@ impl LedgerState {
             "done" => Some(LedgerState::Done),
             "retry" => Some(LedgerState::Retry),
             "failed" => Some(LedgerState::Failed),
+            "changed" => Some(LedgerState::Changed),
             _ => None,
         }
     }
@@ -262,6 +356,9 @@ pub struct LedgerRecord {
     pub reason: Option<FailureReason>,
     pub attempts: u32,
     pub updated_at: DateTime<Utc>,
+    /// Content hash of the later version that differs from the synced one; only when `changed`.
+    #[serde(default)]
+    pub changed_hash: Option<String>,
 }
 
 /// Result of [`IdempotencyLedger::claim`].
@@ -276,6 +373,9 @@ pub enum Claim {
     Done(LedgerRecord),
     /// Another writer holds a live claim.
     Busy { lease_until: DateTime<Utc> },
+    /// The sheet is held for an operator (`changed`): this version differs from the synced one.
+    /// The claim stored the hold if the record was `done`. Nothing to save.
+    Held(LedgerRecord),
 }
 
 /// Records which sheets have become bills, so that no sheet becomes two.
@@ -301,7 +401,34 @@ pub trait IdempotencyLedger: Send + Sync {
     /// Gives the claim up after an attempt whose result is unknown or retryable.
     async fn release(&self, io_id: i64, token: &str, now: DateTime<Utc>) -> Result<(), StoreError>;
 
+    /// Holds the sheet for an operator (`changed`) because Kingdee has a bill with its number
+    /// that differs from it. Keeps `bill`. Fails with [`Retry::Never`] if the claim was lost.
+    async fn mark_held(&self, io_id: i64, token: &str, bill: &BillRef, reason: &FailureReason, now: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Moves a `failed` or `changed` sheet to `retry`, so that its replay is claimed with
+    /// `check_first`. Returns false, writing nothing, for a sheet in any other state or with no
+    /// record.
+    async fn reset(&self, io_id: i64, now: DateTime<Utc>) -> Result<bool, StoreError>;
+
+    /// Returns up to `limit` records that need an operator (`failed` and `changed`), by `io_id`.
+    async fn list_held(&self, limit: usize) -> Result<Vec<LedgerRecord>, StoreError>;
+
     async fn get(&self, io_id: i64) -> Result<Option<LedgerRecord>, StoreError>;
+}
+
+/// Reason code of a sheet held because it changed after its bill was saved.
+pub const CHANGED_AFTER_SYNC: &str = "changed_after_sync";
+/// Reason code of a sheet held because Kingdee has a different bill with its number.
+pub const BILL_DIFFERS: &str = "bill_differs";
+
+/// Builds the reason stored when a later version of a synced sheet differs from the synced one.
+pub fn changed_after_sync_reason(bill_no: &str, sent_hash: &str, new_hash: &str) -> FailureReason {
+    FailureReason {
+        code: CHANGED_AFTER_SYNC.into(),
+        message_zh: format!("盘点单在同步后被修改，金蝶单据 {bill_no} 未更新，也未新建第二张单据：请核对两版内容后在金蝶中手工处理，再重放或忽略"),
+        message_en: format!("the count sheet changed after it was synced; Kingdee bill {bill_no} was not updated and no second bill was saved: compare both versions, fix the bill in Kingdee by hand, then replay or ignore"),
+        detail: Some(format!("synced content hash {sent_hash}, new content hash {new_hash}")),
+    }
 }
 
 /// Decides a claim against the existing record, for adapters that read and write inside one
@@ -318,7 +445,12 @@ pub fn decide_claim(
     let check_first = match existing {
         None => false,
         Some(record) => match record.state {
+            LedgerState::Done if is_changed(record, content_hash) => {
+                let held = hold_changed(record, content_hash, now);
+                return (Claim::Held(held.clone()), Some(held));
+            }
             LedgerState::Done => return (Claim::Done(record.clone()), None),
+            LedgerState::Changed => return (Claim::Held(record.clone()), None),
             LedgerState::Claimed => match record.lease_until {
                 Some(until) if until > now => return (Claim::Busy { lease_until: until }, None),
                 // An expired claim: its holder may have saved the bill before it stopped.
@@ -337,8 +469,27 @@ pub fn decide_claim(
         reason: existing.and_then(|record| record.reason.clone()),
         attempts: existing.map_or(0, |record| record.attempts) + 1,
         updated_at: now,
+        changed_hash: None,
     };
     (Claim::Acquired { token: new_token, check_first }, Some(record))
+}
+
+/// Returns whether a claim with `content_hash` brings a version of a `done` sheet that differs
+/// from the synced one. An empty hash (a sheet that did not map) never counts as a change.
+pub fn is_changed(record: &LedgerRecord, content_hash: &str) -> bool {
+    !content_hash.is_empty() && !record.content_hash.is_empty() && record.content_hash != content_hash
+}
+
+/// Returns the `changed` record that replaces a `done` one when a differing version arrives.
+pub fn hold_changed(record: &LedgerRecord, content_hash: &str, now: DateTime<Utc>) -> LedgerRecord {
+    let bill_no = record.bill.as_ref().map_or("?", |bill| bill.number.as_str());
+    LedgerRecord {
+        state: LedgerState::Changed,
+        changed_hash: Some(content_hash.to_string()),
+        reason: Some(changed_after_sync_reason(bill_no, &record.content_hash, content_hash)),
+        updated_at: now,
+        ..record.clone()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

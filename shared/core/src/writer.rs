@@ -1,7 +1,10 @@
 //! Writer logic: queue messages → idempotency claims → bills → BatchSave → ledger records, with
 //! one outcome per message so the Lambda can report exactly the failed ones.
 
+use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use futures::FutureExt;
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -10,7 +13,10 @@ use tracing::{debug, error, info, warn};
 use crate::error::Retry;
 use crate::mapping::{MappingConfig, map_sheet};
 use crate::message;
-use crate::ports::{Bill, BillRef, BillTarget, Claim, FailureReason, IdempotencyLedger, Rejection, SaveOutcome, TargetError};
+use crate::ports::{
+    BILL_DIFFERS, Bill, BillRef, BillSummary, BillTarget, Claim, EntrySummary, FailureReason, IdempotencyLedger, Rejection,
+    SaveOutcome, TargetError, changed_after_sync_reason,
+};
 
 /// Writer settings, validated by the configuration loader.
 #[derive(Debug, Clone)]
@@ -53,6 +59,9 @@ pub enum MessageOutcome {
     AlreadyDone { bill: BillRef },
     /// An earlier attempt had saved the bill; the writer found it and recorded it.
     Recovered { bill: BillRef },
+    /// Held for an operator (`changed` in the ledger): the sheet differs from its bill, so no
+    /// second bill was saved. The message is acknowledged, because a redelivery cannot help.
+    Held { bill: Option<BillRef>, reason: FailureReason },
     /// Nothing was saved by this attempt.
     Failed { retry: Retry, reason: FailureReason },
 }
@@ -99,17 +108,24 @@ pub struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    /// Processes one batch of messages. Never fails as a whole: every problem becomes the
-    /// outcome of the message it belongs to.
+    /// Processes one batch of messages. Never fails as a whole: every problem, a panic included,
+    /// becomes the outcome of the message it belongs to. No Kingdee call starts later than
+    /// `deadline - reserve`, and none runs past `deadline - reserve / 2`.
     pub async fn process(&self, messages: &[InboundMessage], deadline: DateTime<Utc>) -> WriteReport {
         let mut outcomes: Vec<Option<(Option<i64>, MessageOutcome)>> = vec![None; messages.len()];
         let lease_until = (Utc::now() + self.settings.lease).min(deadline + self.settings.reserve);
 
         let mut pending = Vec::new();
         for (index, message) in messages.iter().enumerate() {
-            match self.prepare(index, message, lease_until).await {
-                Ok(ready) => pending.push(ready),
-                Err((io_id, outcome)) => outcomes[index] = Some((io_id, outcome)),
+            let prepared = AssertUnwindSafe(self.prepare(index, message, lease_until)).catch_unwind().await;
+            match prepared {
+                Ok(Ok(ready)) => pending.push(ready),
+                Ok(Err((io_id, outcome))) => outcomes[index] = Some((io_id, outcome)),
+                Err(_) => {
+                    let io_id = message::peek_io_id(&message.body);
+                    error!(message_id = %message.message_id, ?io_id, "preparing the message panicked");
+                    outcomes[index] = Some((io_id, panicked()));
+                }
             }
         }
 
@@ -119,28 +135,32 @@ impl Writer<'_> {
                 to_save.push(item);
                 continue;
             }
-            match self.target.find_bill(&item.bill.form_id, &item.bill.bill_no).await {
-                Ok(Some(bill)) => {
-                    let outcome = self.record_done(&item, bill, true).await;
-                    outcomes[item.index] = Some((Some(item.bill.io_id), outcome));
-                }
+            if self.out_of_time(deadline) {
+                let outcome = self.release(&item, out_of_time()).await;
+                outcomes[item.index] = Some((Some(item.bill.io_id), outcome));
+                continue;
+            }
+            let checked = AssertUnwindSafe(self.check_existing(&item, deadline)).catch_unwind().await;
+            match checked {
                 Ok(None) => to_save.push(item),
-                Err(error) => {
-                    let outcome = self.release(&item, lookup_failed(&error)).await;
+                Ok(Some(outcome)) => outcomes[item.index] = Some((Some(item.bill.io_id), outcome)),
+                Err(_) => {
+                    error!(io_id = item.bill.io_id, "looking the bill up panicked");
+                    let outcome = self.release(&item, panic_reason()).await;
                     outcomes[item.index] = Some((Some(item.bill.io_id), outcome));
                 }
             }
         }
 
         for group in self.groups(to_save) {
-            if Utc::now() + self.settings.reserve > deadline {
+            if self.out_of_time(deadline) {
                 for item in group {
                     let outcome = self.release(&item, out_of_time()).await;
                     outcomes[item.index] = Some((Some(item.bill.io_id), outcome));
                 }
                 continue;
             }
-            for (index, io_id, outcome) in self.save_group(group).await {
+            for (index, io_id, outcome) in self.save_group_isolated(group, deadline).await {
                 outcomes[index] = Some((Some(io_id), outcome));
             }
         }
@@ -154,6 +174,55 @@ impl Writer<'_> {
             })
             .collect();
         WriteReport { messages }
+    }
+
+    /// Returns whether too little time is left to start a Kingdee call.
+    fn out_of_time(&self, deadline: DateTime<Utc>) -> bool {
+        Utc::now() + self.settings.reserve > deadline
+    }
+
+    /// Runs a Kingdee call, cut off at `deadline - reserve / 2` so that the ledger writes after
+    /// it still fit before the deadline. A cut-off call has an unknown outcome.
+    async fn bounded<T>(&self, deadline: DateTime<Utc>, call: impl Future<Output = Result<T, TargetError>>) -> Result<T, TargetError> {
+        let stop = deadline - self.settings.reserve / 2;
+        let budget = (stop - Utc::now()).to_std().unwrap_or_default();
+        match tokio::time::timeout(budget, call).await {
+            Ok(result) => result,
+            Err(_) => {
+                warn!(budget_ms = budget.as_millis() as u64, "kingdee call cut off before the invocation deadline");
+                Err(TargetError { message: "kingdee call cut off before the invocation deadline".into(), retry: Retry::Later, outcome_unknown: true })
+            }
+        }
+    }
+
+    /// Looks the bill up before saving, for a claim that replaced an earlier attempt. Returns
+    /// `None` when the bill is absent and must be saved.
+    async fn check_existing(&self, item: &Pending, deadline: DateTime<Utc>) -> Option<MessageOutcome> {
+        let found = self.bounded(deadline, self.target.fetch_bill_summary(&item.bill.form_id, &item.bill.bill_no)).await;
+        match found {
+            Ok(Some(summary)) => Some(self.adopt_existing(item, summary).await),
+            Ok(None) => None,
+            Err(error) => Some(self.release(item, lookup_failed(&error)).await),
+        }
+    }
+
+    /// Records a bill that Kingdee already has under this sheet's number. It is done when it equals
+    /// the sheet as far as it can be read back, and held for an operator when it differs.
+    async fn adopt_existing(&self, item: &Pending, summary: BillSummary) -> MessageOutcome {
+        let Some(stored) = &summary.entries else {
+            return self.record_done(item, summary.bill, true).await;
+        };
+        let expected = item.bill.entry_summaries();
+        if *stored == expected {
+            return self.record_done(item, summary.bill, true).await;
+        }
+        let failure = bill_differs(&item.bill.bill_no, stored, &expected);
+        warn!(io_id = item.bill.io_id, bill_no = %item.bill.bill_no, stored_entries = stored.len(), expected_entries = expected.len(), "kingdee bill differs from the sheet; held for an operator");
+        if let Err(store_error) = self.ledger.mark_held(item.bill.io_id, &item.token, &summary.bill, &failure, Utc::now()).await {
+            warn!(io_id = item.bill.io_id, error = %store_error, "hold not recorded; retrying later");
+            return failed(Retry::Later, failure);
+        }
+        MessageOutcome::Held { bill: Some(summary.bill), reason: failure }
     }
 
     /// Decodes, maps and claims one message.
@@ -188,6 +257,11 @@ impl Writer<'_> {
                 let bill = record.bill.unwrap_or_else(|| BillRef { id: String::new(), number: self.mapping.bill_no(io_id) });
                 debug!(io_id, bill_no = %bill.number, "sheet already synced");
                 return Err((Some(io_id), MessageOutcome::AlreadyDone { bill }));
+            }
+            Claim::Held(record) => {
+                let held_reason = record.reason.clone().unwrap_or_else(|| changed_after_sync_reason(&self.mapping.bill_no(io_id), &record.content_hash, &content_hash));
+                warn!(io_id, reason = %held_reason.code, "sheet is held for an operator; message acknowledged without saving");
+                return Err((Some(io_id), MessageOutcome::Held { bill: record.bill, reason: held_reason }));
             }
             Claim::Busy { lease_until } => {
                 info!(io_id, %lease_until, "another writer holds the sheet; retrying later");
@@ -229,32 +303,52 @@ impl Writer<'_> {
         groups
     }
 
-    async fn save_group(&self, group: Vec<Pending>) -> Vec<(usize, i64, MessageOutcome)> {
+    /// Saves one group; a panic inside leaves the group's outcome unknown, so its claims are
+    /// released and the next claimer looks the bills up first.
+    async fn save_group_isolated(&self, group: Vec<Pending>, deadline: DateTime<Utc>) -> Vec<(usize, i64, MessageOutcome)> {
+        let saved = AssertUnwindSafe(self.save_group(&group, deadline)).catch_unwind().await;
+        match saved {
+            Ok(results) => results,
+            Err(_) => {
+                error!(bills = group.len(), "saving the group panicked; its outcome is unknown");
+                let mut results = Vec::with_capacity(group.len());
+                for item in &group {
+                    results.push((item.index, item.bill.io_id, self.release(item, panic_reason()).await));
+                }
+                results
+            }
+        }
+    }
+
+    async fn save_group(&self, group: &[Pending], deadline: DateTime<Utc>) -> Vec<(usize, i64, MessageOutcome)> {
         let bills: Vec<Bill> = group.iter().map(|item| item.bill.clone()).collect();
-        let result = self.target.save_bills(&bills).await;
+        let result = self.bounded(deadline, self.target.save_bills(&bills)).await;
         let mut results = Vec::with_capacity(group.len());
 
         match result {
             Ok(outcomes) => {
                 for (item, outcome) in group.iter().zip(outcomes.into_iter().chain(std::iter::repeat(SaveOutcome::Unknown))) {
-                    let message_outcome = match outcome {
-                        SaveOutcome::Saved(bill) => self.record_done(item, bill, false).await,
-                        SaveOutcome::Rejected(rejection) => self.handle_rejection(item, rejection).await,
-                        SaveOutcome::Unknown => self.resolve_unknown(item, "BatchSave response has no result for this bill").await,
+                    let message_outcome = AssertUnwindSafe(self.handle_outcome(item, outcome, deadline)).catch_unwind().await;
+                    let message_outcome = match message_outcome {
+                        Ok(outcome) => outcome,
+                        Err(_) => {
+                            error!(io_id = item.bill.io_id, "recording the save outcome panicked");
+                            self.release(item, panic_reason()).await
+                        }
                     };
                     results.push((item.index, item.bill.io_id, message_outcome));
                 }
             }
             Err(target_error) if target_error.outcome_unknown => {
                 warn!(bills = group.len(), error = %target_error, "batch save outcome unknown; looking the bills up");
-                for item in &group {
-                    let outcome = self.resolve_unknown(item, &target_error.message).await;
+                for item in group {
+                    let outcome = self.resolve_unknown(item, &target_error.message, deadline).await;
                     results.push((item.index, item.bill.io_id, outcome));
                 }
             }
             Err(target_error) => {
                 warn!(bills = group.len(), error = %target_error, retry = ?target_error.retry, "batch save failed");
-                for item in &group {
+                for item in group {
                     let failure = reason("kingdee_call_failed", "调用金蝶 BatchSave 失败", "the Kingdee BatchSave call failed", Some(target_error.message.clone()));
                     let outcome = if target_error.retry == Retry::Never {
                         self.fail(item, failure).await
@@ -268,13 +362,21 @@ impl Writer<'_> {
         results
     }
 
-    async fn handle_rejection(&self, item: &Pending, rejection: Rejection) -> MessageOutcome {
+    async fn handle_outcome(&self, item: &Pending, outcome: SaveOutcome, deadline: DateTime<Utc>) -> MessageOutcome {
+        match outcome {
+            SaveOutcome::Saved(bill) => self.record_done(item, bill, false).await,
+            SaveOutcome::Rejected(rejection) => self.handle_rejection(item, rejection, deadline).await,
+            SaveOutcome::Unknown => self.resolve_unknown(item, "BatchSave response has no result for this bill", deadline).await,
+        }
+    }
+
+    async fn handle_rejection(&self, item: &Pending, rejection: Rejection, deadline: DateTime<Utc>) -> MessageOutcome {
         let io_id = item.bill.io_id;
         if rejection.is_duplicate_bill_no() {
             // The number is taken: an earlier attempt saved this sheet. Never add a suffix.
             info!(io_id, bill_no = %item.bill.bill_no, "bill number already used; looking the bill up");
-            return match self.target.find_bill(&item.bill.form_id, &item.bill.bill_no).await {
-                Ok(Some(bill)) => self.record_done(item, bill, true).await,
+            return match self.bounded(deadline, self.target.fetch_bill_summary(&item.bill.form_id, &item.bill.bill_no)).await {
+                Ok(Some(summary)) => self.adopt_existing(item, summary).await,
                 Ok(None) => {
                     let failure = reason(
                         "bill_no_taken_invisible",
@@ -304,9 +406,9 @@ impl Writer<'_> {
     }
 
     /// Decides a bill whose save may or may not have been committed, by looking it up.
-    async fn resolve_unknown(&self, item: &Pending, cause: &str) -> MessageOutcome {
-        match self.target.find_bill(&item.bill.form_id, &item.bill.bill_no).await {
-            Ok(Some(bill)) => self.record_done(item, bill, true).await,
+    async fn resolve_unknown(&self, item: &Pending, cause: &str, deadline: DateTime<Utc>) -> MessageOutcome {
+        match self.bounded(deadline, self.target.fetch_bill_summary(&item.bill.form_id, &item.bill.bill_no)).await {
+            Ok(Some(summary)) => self.adopt_existing(item, summary).await,
             Ok(None) => {
                 let failure = reason("kingdee_outcome_unknown", "金蝶保存结果未知，且查询不到该单据，稍后重试", "the Kingdee save outcome is unknown and the bill was not found; retrying later", Some(cause.to_string()));
                 self.release(item, failure).await
@@ -368,6 +470,32 @@ fn lookup_failed(error: &TargetError) -> FailureReason {
 
 fn out_of_time() -> FailureReason {
     reason("deadline", "本次调用剩余时间不足，稍后重试", "too little time was left in this invocation; retrying later", None)
+}
+
+fn panic_reason() -> FailureReason {
+    reason("internal_panic", "处理该盘点单时发生内部错误（panic），结果未知，稍后重试", "processing this sheet panicked, so its result is unknown; retrying later", None)
+}
+
+fn panicked() -> MessageOutcome {
+    failed(Retry::Later, panic_reason())
+}
+
+/// Builds the reason for a Kingdee bill that differs from the sheet, naming the first rows that
+/// differ.
+fn bill_differs(bill_no: &str, stored: &[EntrySummary], expected: &[EntrySummary]) -> FailureReason {
+    const SHOWN: usize = 3;
+    let missing: Vec<String> = expected.iter().filter(|row| !stored.contains(row)).take(SHOWN).map(describe_row).collect();
+    let extra: Vec<String> = stored.iter().filter(|row| !expected.contains(row)).take(SHOWN).map(describe_row).collect();
+    reason(
+        BILL_DIFFERS,
+        &format!("金蝶已有编号为 {bill_no} 的单据，但与盘点单内容不同（金蝶 {} 行，盘点单 {} 行）：未保存第二张单据，请人工核对", stored.len(), expected.len()),
+        &format!("Kingdee already has bill {bill_no}, but it differs from the count sheet ({} rows in Kingdee, {} in the sheet): no second bill was saved; compare them by hand", stored.len(), expected.len()),
+        Some(format!("only in the sheet: [{}]; only in Kingdee: [{}]", missing.join("; "), extra.join("; "))),
+    )
+}
+
+fn describe_row(row: &EntrySummary) -> String {
+    format!("{} @ {} = {}", row.material, row.stock, row.count_qty)
 }
 
 fn internal_gap() -> MessageOutcome {

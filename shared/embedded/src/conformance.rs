@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use countsync_core::Retry;
-use countsync_core::ports::{BillRef, Claim, FailureReason, IdempotencyLedger, LedgerState, StoreError, WatermarkStore};
+use countsync_core::ports::{
+    BillRef, Claim, FailureReason, IdempotencyLedger, LedgerState, RunLease, StoreError, WatermarkStore,
+};
 use futures::future::join_all;
 
 /// Runs every watermark case.
@@ -29,6 +31,7 @@ pub async fn watermark_sequential_suite(store: &dyn WatermarkStore) {
     watermark_missing_is_none(store).await;
     watermark_moves_only_forward(store).await;
     watermark_streams_are_independent(store).await;
+    run_lease_excludes_second_run(store).await;
 }
 
 /// Runs the ledger cases that send one request at a time.
@@ -41,6 +44,10 @@ pub async fn ledger_sequential_suite(ledger: &dyn IdempotencyLedger) {
     ledger_failed_then_reclaim(ledger).await;
     ledger_wrong_token_rejected(ledger).await;
     ledger_transition_without_record_rejected(ledger).await;
+    ledger_changed_version_held(ledger).await;
+    ledger_mark_held_then_reset(ledger).await;
+    ledger_reset_only_held(ledger).await;
+    ledger_list_held_failed_and_changed(ledger).await;
 }
 
 /// Returns a fixed instant with whole milliseconds, plus `millis`.
@@ -172,7 +179,7 @@ pub async fn ledger_claim_busy_done(ledger: &dyn IdempotencyLedger) {
     assert_eq!(done.attempts, 1);
     assert_eq!(done.updated_at, at(40_000));
 
-    let again = ledger.claim(io_id, "hash-b", at(200_000), at(100_000)).await.unwrap();
+    let again = ledger.claim(io_id, "hash-a", at(200_000), at(100_000)).await.unwrap();
     assert_eq!(again, Claim::Done(done.clone()), "a done sheet must never be claimed again");
     assert_eq!(ledger.get(io_id).await.unwrap(), Some(done), "a claim of a done sheet changed it");
 
@@ -302,7 +309,7 @@ pub async fn ledger_concurrent_claims_one_winner(ledger: &dyn IdempotencyLedger)
                 assert_eq!(lease_until, at(60_000));
                 busy += 1;
             }
-            Claim::Done(record) => panic!("no claim may see done: {record:?}"),
+            Claim::Done(record) | Claim::Held(record) => panic!("no claim of a new sheet may see done or held: {record:?}"),
         }
     }
     assert_eq!(winners.len(), 1, "exactly one concurrent claim must win ({busy} were busy)");
@@ -311,4 +318,132 @@ pub async fn ledger_concurrent_claims_one_winner(ledger: &dyn IdempotencyLedger)
     let record = ledger.get(io_id).await.unwrap().unwrap();
     assert_eq!(record.claim_token.as_deref(), Some(winners[0].as_str()), "stored token is not the winner's");
     assert_eq!(record.attempts, 1);
+}
+
+/// Checks that a run lease excludes a second holder until it ends or is released, and only its holder
+/// releases it.
+pub async fn run_lease_excludes_second_run(store: &dyn WatermarkStore) {
+    let stream = fresh_stream("lease");
+
+    let first = store.acquire_run_lease(&stream, "run-a", at(60_000), at(0)).await.unwrap();
+    assert_eq!(first, RunLease::Acquired, "a free stream's lease must be acquired");
+
+    let second = store.acquire_run_lease(&stream, "run-b", at(90_000), at(30_000)).await.unwrap();
+    assert_eq!(second, RunLease::Held { holder: "run-a".into(), until: at(60_000) }, "a live lease must exclude others");
+
+    assert!(!store.release_run_lease(&stream, "run-b").await.unwrap(), "only the holder may release");
+    let expired = store.acquire_run_lease(&stream, "run-b", at(120_000), at(60_000)).await.unwrap();
+    assert_eq!(expired, RunLease::Acquired, "a lease ending now has expired");
+
+    assert!(!store.release_run_lease(&stream, "run-a").await.unwrap(), "the expired holder must not release the new lease");
+    assert!(store.release_run_lease(&stream, "run-b").await.unwrap());
+    let free = store.acquire_run_lease(&stream, "run-c", at(200_000), at(61_000)).await.unwrap();
+    assert_eq!(free, RunLease::Acquired, "a released lease must be free");
+}
+
+async fn done_sheet(ledger: &dyn IdempotencyLedger, io_id: i64) {
+    let (token, _) = acquire(ledger, io_id, at(60_000), at(0)).await;
+    ledger.mark_done(io_id, &token, &bill(), at(1_000)).await.unwrap();
+}
+
+/// Checks that a done sheet claimed with another content hash moves to `changed` with both hashes, and stays
+/// there for every later claim.
+pub async fn ledger_changed_version_held(ledger: &dyn IdempotencyLedger) {
+    let io_id = fresh_io_id();
+    done_sheet(ledger, io_id).await;
+
+    let Claim::Held(held) = ledger.claim(io_id, "hash-b", at(90_000), at(2_000)).await.unwrap() else {
+        panic!("a differing version of a done sheet must be held");
+    };
+    assert_eq!(held.state, LedgerState::Changed);
+    assert_eq!(held.content_hash, "hash-a", "the synced hash must stay");
+    assert_eq!(held.changed_hash.as_deref(), Some("hash-b"));
+    assert_eq!(held.bill, Some(bill()), "the hold keeps the bill");
+    assert_eq!(held.reason.as_ref().map(|reason| reason.code.as_str()), Some("changed_after_sync"));
+    assert_eq!(held.updated_at, at(2_000));
+    assert_eq!(ledger.get(io_id).await.unwrap(), Some(held.clone()), "the hold must be stored");
+
+    let again = ledger.claim(io_id, "hash-a", at(90_000), at(3_000)).await.unwrap();
+    assert_eq!(again, Claim::Held(held.clone()), "a held sheet must stay held for any version");
+    assert_eq!(ledger.get(io_id).await.unwrap(), Some(held), "a claim of a held sheet changed it");
+
+    let same = fresh_io_id();
+    done_sheet(ledger, same).await;
+    assert!(matches!(ledger.claim(same, "hash-a", at(90_000), at(2_000)).await.unwrap(), Claim::Done(_)), "the same version stays done");
+}
+
+/// Checks that `mark_held` moves the holder's claim to `changed` and that `reset` makes it
+/// claimable with a lookup.
+pub async fn ledger_mark_held_then_reset(ledger: &dyn IdempotencyLedger) {
+    let io_id = fresh_io_id();
+    let (token, _) = acquire(ledger, io_id, at(60_000), at(0)).await;
+    assert_claim_lost(ledger.mark_held(io_id, "not-the-token", &bill(), &reason(), at(500)).await, "mark_held with wrong token");
+
+    ledger.mark_held(io_id, &token, &bill(), &reason(), at(1_000)).await.unwrap();
+    let held = ledger.get(io_id).await.unwrap().unwrap();
+    assert_eq!(held.state, LedgerState::Changed);
+    assert_eq!(held.bill, Some(bill()));
+    assert_eq!(held.reason, Some(reason()));
+    assert_eq!(held.changed_hash.as_deref(), Some("hash-a"));
+    assert_eq!(held.claim_token, None);
+    assert_eq!(held.lease_until, None);
+    assert_claim_lost(ledger.mark_done(io_id, &token, &bill(), at(1_500)).await, "mark_done after the hold");
+
+    assert!(matches!(ledger.claim(io_id, "hash-a", at(90_000), at(2_000)).await.unwrap(), Claim::Held(_)));
+    assert!(ledger.reset(io_id, at(3_000)).await.unwrap(), "a held sheet must reset");
+    let reset = ledger.get(io_id).await.unwrap().unwrap();
+    assert_eq!(reset.state, LedgerState::Retry);
+    assert_eq!(reset.changed_hash, None);
+    assert_eq!(reset.updated_at, at(3_000));
+    assert!(!ledger.reset(io_id, at(3_500)).await.unwrap(), "a reset sheet must not reset twice");
+
+    let (_, check_first) = acquire(ledger, io_id, at(90_000), at(4_000)).await;
+    assert!(check_first, "a replay must look the bill up first");
+}
+
+/// Checks that `reset` moves only `failed` and `changed` records and writes nothing otherwise.
+pub async fn ledger_reset_only_held(ledger: &dyn IdempotencyLedger) {
+    let missing = fresh_io_id();
+    assert!(!ledger.reset(missing, at(0)).await.unwrap(), "no record: nothing to reset");
+    assert_eq!(ledger.get(missing).await.unwrap(), None, "a reset created a record");
+
+    let done = fresh_io_id();
+    done_sheet(ledger, done).await;
+    let before = ledger.get(done).await.unwrap();
+    assert!(!ledger.reset(done, at(5_000)).await.unwrap(), "a done sheet must not reset");
+    assert_eq!(ledger.get(done).await.unwrap(), before, "a rejected reset changed a done record");
+
+    let claimed = fresh_io_id();
+    acquire(ledger, claimed, at(60_000), at(0)).await;
+    assert!(!ledger.reset(claimed, at(5_000)).await.unwrap(), "a live claim must not reset");
+    assert_eq!(ledger.get(claimed).await.unwrap().unwrap().state, LedgerState::Claimed);
+
+    let failed = fresh_io_id();
+    let (token, _) = acquire(ledger, failed, at(60_000), at(0)).await;
+    ledger.mark_failed(failed, &token, &reason(), at(1_000)).await.unwrap();
+    assert!(ledger.reset(failed, at(5_000)).await.unwrap(), "a failed sheet must reset");
+    let record = ledger.get(failed).await.unwrap().unwrap();
+    assert_eq!(record.state, LedgerState::Retry);
+    assert_eq!(record.reason, Some(reason()), "reset keeps the last reason until the sheet is done");
+}
+
+/// Checks that `list_held` returns failed and changed records, by `io_id`, and nothing else.
+pub async fn ledger_list_held_failed_and_changed(ledger: &dyn IdempotencyLedger) {
+    let failed = fresh_io_id();
+    let (token, _) = acquire(ledger, failed, at(60_000), at(0)).await;
+    ledger.mark_failed(failed, &token, &reason(), at(1_000)).await.unwrap();
+    let changed = fresh_io_id();
+    done_sheet(ledger, changed).await;
+    ledger.claim(changed, "hash-b", at(90_000), at(2_000)).await.unwrap();
+    let done = fresh_io_id();
+    done_sheet(ledger, done).await;
+
+    let held = ledger.list_held(10_000).await.unwrap();
+    let ids: Vec<i64> = held.iter().map(|record| record.io_id).collect();
+    assert!(ids.contains(&failed), "a failed sheet must be listed");
+    assert!(ids.contains(&changed), "a changed sheet must be listed");
+    assert!(!ids.contains(&done), "a done sheet must not be listed");
+    assert!(held.iter().all(|record| matches!(record.state, LedgerState::Failed | LedgerState::Changed)));
+    assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "records must be ordered by io_id");
+    assert!(ledger.list_held(1).await.unwrap().len() <= 1, "the limit must be kept");
 }

@@ -8,15 +8,16 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use countsync_core::Retry;
 use countsync_core::ports::{
-    BillRef, Claim, FailureReason, IdempotencyLedger, LedgerRecord, LedgerState, StoreError, WatermarkStore,
+    BillRef, Claim, FailureReason, IdempotencyLedger, LedgerRecord, LedgerState, RunLease, StoreError, WatermarkStore,
     decide_claim,
 };
 use rusqlite::types::Type;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 use tracing::{debug, warn};
 
-/// Version stored in `PRAGMA user_version` by this schema.
-const SCHEMA_VERSION: i64 = 1;
+/// Version stored in `PRAGMA user_version` by this schema. Version 2 added the `changed` state,
+/// `changed_hash` and the `run_lease` table; [`migrate_v1`] upgrades a version 1 file.
+const SCHEMA_VERSION: i64 = 2;
 
 /// How long a statement waits for another connection's write lock before failing as busy.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,7 +30,7 @@ CREATE TABLE IF NOT EXISTS watermark (
 );
 CREATE TABLE IF NOT EXISTS ledger (
     io_id        INTEGER PRIMARY KEY NOT NULL,
-    state        TEXT NOT NULL CHECK (state IN ('claimed', 'done', 'retry', 'failed')),
+    state        TEXT NOT NULL CHECK (state IN ('claimed', 'done', 'retry', 'failed', 'changed')),
     content_hash TEXT NOT NULL,
     claim_token  TEXT,
     lease_until  TEXT,
@@ -37,13 +38,51 @@ CREATE TABLE IF NOT EXISTS ledger (
     bill_no      TEXT,
     reason       TEXT,
     attempts     INTEGER NOT NULL,
-    updated_at   TEXT NOT NULL
+    updated_at   TEXT NOT NULL,
+    changed_hash TEXT
 );
 CREATE INDEX IF NOT EXISTS ledger_state ON ledger (state);
+CREATE TABLE IF NOT EXISTS run_lease (
+    stream   TEXT PRIMARY KEY NOT NULL,
+    holder   TEXT NOT NULL,
+    until_ns INTEGER NOT NULL
+);
 ";
 
-const SELECT_RECORD: &str = "SELECT io_id, state, content_hash, claim_token, lease_until, bill_id, bill_no, reason, \
-     attempts, updated_at FROM ledger WHERE io_id = ?1";
+/// Rebuilds a version 1 ledger table, whose CHECK constraint lacks `changed`, with the version 2
+/// columns. Runs in one transaction.
+const MIGRATE_V1: &str = "
+BEGIN IMMEDIATE;
+ALTER TABLE ledger RENAME TO ledger_v1;
+DROP INDEX IF EXISTS ledger_state;
+CREATE TABLE ledger (
+    io_id        INTEGER PRIMARY KEY NOT NULL,
+    state        TEXT NOT NULL CHECK (state IN ('claimed', 'done', 'retry', 'failed', 'changed')),
+    content_hash TEXT NOT NULL,
+    claim_token  TEXT,
+    lease_until  TEXT,
+    bill_id      TEXT,
+    bill_no      TEXT,
+    reason       TEXT,
+    attempts     INTEGER NOT NULL,
+    updated_at   TEXT NOT NULL,
+    changed_hash TEXT
+);
+INSERT INTO ledger (io_id, state, content_hash, claim_token, lease_until, bill_id, bill_no, reason, attempts, updated_at)
+    SELECT io_id, state, content_hash, claim_token, lease_until, bill_id, bill_no, reason, attempts, updated_at FROM ledger_v1;
+DROP TABLE ledger_v1;
+CREATE INDEX ledger_state ON ledger (state);
+CREATE TABLE IF NOT EXISTS run_lease (
+    stream   TEXT PRIMARY KEY NOT NULL,
+    holder   TEXT NOT NULL,
+    until_ns INTEGER NOT NULL
+);
+PRAGMA user_version = 2;
+COMMIT;
+";
+
+const RECORD_COLUMNS: &str = "io_id, state, content_hash, claim_token, lease_until, bill_id, bill_no, reason, \
+     attempts, updated_at, changed_hash";
 
 /// Watermarks and the idempotency ledger on SQLite, for the single-machine mode.
 ///
@@ -144,11 +183,24 @@ fn init_schema(connection: &Connection) -> rusqlite::Result<()> {
     connection.busy_timeout(BUSY_TIMEOUT)?;
     // An in-memory database returns "memory" and stays in that mode.
     let _mode: String = connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
-    connection.execute_batch(SCHEMA)?;
     let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version == 1 {
+        migrate_v1(connection)?;
+        return Ok(());
+    }
+    connection.execute_batch(SCHEMA)?;
     if version == 0 {
         connection.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     }
+    Ok(())
+}
+
+fn migrate_v1(connection: &Connection) -> rusqlite::Result<()> {
+    if let Err(error) = connection.execute_batch(MIGRATE_V1) {
+        let _ = connection.execute_batch("ROLLBACK");
+        return Err(error);
+    }
+    tracing::info!("sqlite ledger schema upgraded from version 1 to 2");
     Ok(())
 }
 
@@ -185,6 +237,41 @@ impl WatermarkStore for SqliteState {
             })
             .await?;
         Ok(moved == 1)
+    }
+
+    async fn acquire_run_lease(&self, stream: &str, holder: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<RunLease, StoreError> {
+        let (Some(until_ns), Some(now_ns)) = (until.timestamp_nanos_opt(), now.timestamp_nanos_opt()) else {
+            return Err(StoreError::new(format!("run lease times for stream {stream} are outside the range 1677..2262"), Retry::Never));
+        };
+        let stream = stream.to_string();
+        let holder = holder.to_string();
+        self.run("acquire run lease", move |connection| {
+            // One conditional upsert: it writes only over no lease or an ended one.
+            let written = connection.execute(
+                "INSERT INTO run_lease (stream, holder, until_ns) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (stream) DO UPDATE SET holder = excluded.holder, until_ns = excluded.until_ns \
+                 WHERE run_lease.until_ns <= ?4",
+                params![stream, holder, until_ns, now_ns],
+            )?;
+            if written == 1 {
+                return Ok(RunLease::Acquired);
+            }
+            let (holder, until_ns): (String, i64) =
+                connection.query_row("SELECT holder, until_ns FROM run_lease WHERE stream = ?1", [&stream], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            Ok(RunLease::Held { holder, until: DateTime::from_timestamp_nanos(until_ns) })
+        })
+        .await
+    }
+
+    async fn release_run_lease(&self, stream: &str, holder: &str) -> Result<bool, StoreError> {
+        let stream = stream.to_string();
+        let holder = holder.to_string();
+        let deleted = self
+            .run("release run lease", move |connection| {
+                connection.execute("DELETE FROM run_lease WHERE stream = ?1 AND holder = ?2", params![stream, holder])
+            })
+            .await?;
+        Ok(deleted == 1)
     }
 }
 
@@ -238,6 +325,40 @@ impl IdempotencyLedger for SqliteState {
         self.transition("release", io_id, token, sql, vec![Some(format_time(now))]).await
     }
 
+    async fn mark_held(&self, io_id: i64, token: &str, bill: &BillRef, reason: &FailureReason, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let sql = "UPDATE ledger SET state = 'changed', bill_id = ?3, bill_no = ?4, reason = ?5, updated_at = ?6, \
+                   changed_hash = content_hash, claim_token = NULL, lease_until = NULL \
+                   WHERE io_id = ?1 AND state = 'claimed' AND claim_token = ?2";
+        let reason = serde_json::to_string(reason).expect("FailureReason serializes to JSON");
+        let values = vec![Some(bill.id.clone()), Some(bill.number.clone()), Some(reason), Some(format_time(now))];
+        self.transition("mark held", io_id, token, sql, values).await
+    }
+
+    async fn reset(&self, io_id: i64, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let now = format_time(now);
+        let changed = self
+            .run("reset", move |connection| {
+                connection.execute(
+                    "UPDATE ledger SET state = 'retry', changed_hash = NULL, updated_at = ?2 \
+                     WHERE io_id = ?1 AND state IN ('failed', 'changed')",
+                    params![io_id, now],
+                )
+            })
+            .await?;
+        Ok(changed == 1)
+    }
+
+    async fn list_held(&self, limit: usize) -> Result<Vec<LedgerRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run("list held records", move |connection| {
+            let sql = format!("SELECT {RECORD_COLUMNS} FROM ledger WHERE state IN ('failed', 'changed') ORDER BY io_id LIMIT ?1");
+            let mut statement = connection.prepare(&sql)?;
+            let rows = statement.query_map([limit], record_from_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
     async fn get(&self, io_id: i64) -> Result<Option<LedgerRecord>, StoreError> {
         self.run("get ledger record", move |connection| read_record(connection, io_id)).await
     }
@@ -249,12 +370,16 @@ fn claim_kind(claim: &Claim) -> &'static str {
         Claim::Acquired { check_first: true, .. } => "acquired_check_first",
         Claim::Done(_) => "done",
         Claim::Busy { .. } => "busy",
+        Claim::Held(_) => "held",
     }
 }
 
 fn read_record(connection: &Connection, io_id: i64) -> rusqlite::Result<Option<LedgerRecord>> {
-    connection
-        .query_row(SELECT_RECORD, [io_id], |row| {
+    let sql = format!("SELECT {RECORD_COLUMNS} FROM ledger WHERE io_id = ?1");
+    connection.query_row(&sql, [io_id], record_from_row).optional()
+}
+
+fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerRecord> {
             let state: String = row.get(1)?;
             let lease_until: Option<String> = row.get(4)?;
             let bill_id: Option<String> = row.get(5)?;
@@ -276,9 +401,8 @@ fn read_record(connection: &Connection, io_id: i64) -> rusqlite::Result<Option<L
                     .transpose()?,
                 attempts: row.get(8)?,
                 updated_at: parse_time(9, &updated_at)?,
+                changed_hash: row.get(10)?,
             })
-        })
-        .optional()
 }
 
 fn write_record(connection: &Connection, record: &LedgerRecord) -> rusqlite::Result<usize> {
@@ -288,8 +412,8 @@ fn write_record(connection: &Connection, record: &LedgerRecord) -> rusqlite::Res
         .map(|reason| serde_json::to_string(reason).expect("FailureReason serializes to JSON"));
     connection.execute(
         "INSERT OR REPLACE INTO ledger \
-         (io_id, state, content_hash, claim_token, lease_until, bill_id, bill_no, reason, attempts, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+         (io_id, state, content_hash, claim_token, lease_until, bill_id, bill_no, reason, attempts, updated_at, changed_hash) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             record.io_id,
             record.state.as_str(),
@@ -301,6 +425,7 @@ fn write_record(connection: &Connection, record: &LedgerRecord) -> rusqlite::Res
             reason,
             record.attempts,
             format_time(record.updated_at),
+            record.changed_hash,
         ],
     )
 }

@@ -116,7 +116,7 @@ async fn two_connections_claim_once() {
                     assert_eq!(lease_until, at(60_000));
                     busy += 1;
                 }
-                Claim::Done(record) => panic!("sheet {io_id} unexpectedly done: {record:?}"),
+                Claim::Done(record) | Claim::Held(record) => panic!("sheet {io_id} unexpectedly done or held: {record:?}"),
             }
         }
         assert_eq!(acquired, 1, "sheet {io_id}: exactly one connection must acquire");
@@ -130,4 +130,35 @@ async fn open_rejects_directory() {
     let dir = tempfile::tempdir().unwrap();
     let error = SqliteState::open(dir.path()).unwrap_err();
     assert!(error.message.contains(&dir.path().display().to_string()), "error must name the path: {error}");
+}
+
+/// Checks that a version 1 file (no `changed` state, no run lease) is upgraded in place and
+/// keeps its records.
+#[tokio::test]
+async fn sqlite_v1_file_upgraded() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("v1.sqlite");
+    {
+        let connection = rusqlite::Connection::open(&path).unwrap();
+        connection
+            .execute_batch(
+                "CREATE TABLE watermark (stream TEXT PRIMARY KEY NOT NULL, at TEXT NOT NULL, at_ns INTEGER NOT NULL);
+                 CREATE TABLE ledger (io_id INTEGER PRIMARY KEY NOT NULL,
+                     state TEXT NOT NULL CHECK (state IN ('claimed', 'done', 'retry', 'failed')),
+                     content_hash TEXT NOT NULL, claim_token TEXT, lease_until TEXT, bill_id TEXT, bill_no TEXT,
+                     reason TEXT, attempts INTEGER NOT NULL, updated_at TEXT NOT NULL);
+                 CREATE INDEX ledger_state ON ledger (state);
+                 INSERT INTO ledger VALUES (5, 'done', 'hash-a', NULL, NULL, '9', 'JST-5', NULL, 1, '2026-03-01T08:00:00Z');
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+    }
+
+    let state = SqliteState::open(&path).unwrap();
+    let record = state.get(5).await.unwrap().expect("record kept");
+    assert_eq!(record.state, LedgerState::Done);
+    assert_eq!(record.changed_hash, None);
+    assert!(matches!(state.claim(5, "hash-b", at(60_000), at(0)).await.unwrap(), Claim::Held(_)), "changed must be storable");
+    conformance::ledger_sequential_suite(&state).await;
+    conformance::watermark_sequential_suite(&state).await;
 }

@@ -1,9 +1,12 @@
 //! The `inventory.count.query` client: signing, rate limits, retries and paging.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
 use async_trait::async_trait;
 use backon::Retryable;
 use chrono::Utc;
-use countsync_core::ports::{SheetPage, SheetQuery, SheetSource, SourceError};
+use countsync_core::ports::{SheetPage, SheetQuery, SheetSource, SourceError, TokenStore};
 use countsync_core::sheet::CountSheet;
 use countsync_core::time::format_shanghai;
 use reqwest::header::CONTENT_TYPE;
@@ -11,11 +14,13 @@ use secrecy::ExposeSecret;
 use serde::Serialize;
 use tracing::{debug, warn};
 
-use crate::config::{JushuitanConfig, MAX_PAGE_SIZE};
+use crate::config::{JushuitanConfig, MAX_PAGE_SIZE, Protocol, TokenMode};
 use crate::error::JstError;
 use crate::limits::{RateLimits, RetryBudget, backoff};
-use crate::sign::sign;
-use crate::wire::{decode_envelope, decode_page};
+use crate::paging::RunState;
+use crate::sign::{sign, sign_legacy};
+use crate::token::{AccessToken, Clock, TokenProvider};
+use crate::wire::{decode_envelope, decode_legacy, decode_page};
 
 /// Largest number of ids one `io_ids` query accepts.
 pub const MAX_IO_IDS: usize = 50;
@@ -24,6 +29,10 @@ pub const MAX_IO_IDS: usize = 50;
 const API_VERSION: &str = "2";
 const CHARSET: &str = "utf-8";
 const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded; charset=utf-8";
+/// NOTE: the legacy gateway's expected content type is not documented; SDKs send JSON text.
+const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
+/// Method name of count sheets on the legacy gateway.
+pub const LEGACY_METHOD: &str = "inventory.count.query";
 /// Maximum number of characters of an unexpected response body kept in an error message.
 const BODY_EXCERPT_CHARS: usize = 200;
 
@@ -70,33 +79,95 @@ impl CountQueryBiz {
     }
 }
 
-/// Reads count sheets from the current open platform.
-pub struct JushuitanClient {
+/// Optional parts of a client: the token store of the refreshing token modes, and the clock
+/// that decides when a token is due for refresh.
+#[derive(Default, Clone)]
+pub struct ClientOptions {
+    pub token_store: Option<Arc<dyn TokenStore>>,
+    pub clock: Option<Clock>,
+}
+
+/// Parts shared by a client and every run handle made from it.
+struct Shared {
     http: reqwest::Client,
     config: JushuitanConfig,
     url: String,
-    limits: RateLimits,
+    limits: Arc<RateLimits>,
+    tokens: TokenProvider,
+}
+
+/// Reads count sheets from JuShuiTan, through the current open platform or the legacy gateway.
+///
+/// Clones share the HTTP client, the rate limits and the token; [`JushuitanClient::for_run`]
+/// also gives a clone its own call budget and paging state, for one fetch run.
+#[derive(Clone)]
+pub struct JushuitanClient {
+    shared: Arc<Shared>,
+    run: Arc<RunState>,
 }
 
 impl JushuitanClient {
-    /// Validates the configuration and builds the client. TLS certificates are always verified.
+    /// Validates the configuration and builds a client for `token_mode = "static"`. The
+    /// refreshing modes need a token store: use [`JushuitanClient::with_options`].
     pub fn new(config: JushuitanConfig) -> Result<Self, JstError> {
+        Self::with_options(config, ClientOptions::default())
+    }
+
+    /// Builds a client whose token pair is kept in `store`.
+    pub fn with_token_store(config: JushuitanConfig, store: Arc<dyn TokenStore>) -> Result<Self, JstError> {
+        Self::with_options(config, ClientOptions { token_store: Some(store), clock: None })
+    }
+
+    /// Validates the configuration and builds the client. TLS certificates are always verified.
+    pub fn with_options(config: JushuitanConfig, options: ClientOptions) -> Result<Self, JstError> {
         config.validate()?;
+        if config.token_mode != TokenMode::Static && options.token_store.is_none() {
+            return Err(JstError::Config(crate::config::ConfigError {
+                key: "jushuitan.token_mode".into(),
+                message: format!(
+                    "{:?} keeps the token pair in the state backend, which this deployment does not pass to the client; \
+                     use \"static\" or a build that wires the token store",
+                    config.token_mode
+                ),
+            }));
+        }
         let http = reqwest::Client::builder()
             .timeout(config.request_timeout())
             .build()
             .map_err(JstError::Transport)?;
-        let url = config.count_query_url();
-        let limits = RateLimits::new(&config);
-        Ok(Self { http, config, url, limits })
+        let url = match config.protocol {
+            Protocol::Open => config.count_query_url(),
+            Protocol::Legacy => config.legacy_url(),
+        };
+        let limits = Arc::new(RateLimits::new(&config));
+        let clock = options.clock.unwrap_or_else(|| Arc::new(Utc::now));
+        let tokens = TokenProvider::new(&config, options.token_store, http.clone(), limits.clone(), clock);
+        let shared = Arc::new(Shared { http, config, url, limits, tokens });
+        Ok(Self { shared, run: Arc::new(RunState::default()) })
+    }
+
+    /// Returns a handle for one fetch run: same connection pool, rate limits and token, with a
+    /// fresh call budget of `max_calls_per_run`.
+    pub fn for_run(&self) -> Self {
+        Self { shared: self.shared.clone(), run: Arc::new(RunState::default()) }
     }
 
     pub fn config(&self) -> &JushuitanConfig {
-        &self.config
+        &self.shared.config
+    }
+
+    pub(crate) fn run_state(&self) -> &RunState {
+        &self.run
+    }
+
+    /// Returns the number of `inventory.count.query` requests this run has sent, retries included.
+    pub fn calls_this_run(&self) -> u32 {
+        self.run.calls.load(Ordering::SeqCst)
     }
 
     /// Sends one `inventory.count.query` call, retrying throttling, a rejected timestamp and
-    /// transport failures as configured.
+    /// transport failures as configured. A token rejected with code 100 is refreshed once and
+    /// the same page sent once more.
     pub async fn query(&self, biz: &CountQueryBiz) -> Result<SheetPage, JstError> {
         if biz.page_size == 0 || biz.page_size > MAX_PAGE_SIZE {
             return Err(JstError::InvalidRequest(format!(
@@ -106,10 +177,22 @@ impl JushuitanClient {
         }
         // Serialized once: the signature covers exactly the text that is sent.
         let biz_text = serde_json::to_string(biz).map_err(|error| JstError::InvalidRequest(error.to_string()))?;
-        let budget = RetryBudget::new(&self.config);
+        let tokens = &self.shared.tokens;
+        let token = tokens.access_token().await?;
+        match self.query_with_retries(&biz_text, biz, &token).await {
+            Err(JstError::TokenInvalid { code, .. }) if tokens.refreshes() => {
+                warn!(page_index = biz.page_index, code, "jushuitan rejected the access token; refreshing it once");
+                let fresh = tokens.refresh_after_rejection(&token).await?;
+                self.query_with_retries(&biz_text, biz, &fresh).await
+            }
+            other => other,
+        }
+    }
 
-        let result = (|| self.send_once(&biz_text, biz.page_size))
-            .retry(backoff(&self.config, budget.max_total()))
+    async fn query_with_retries(&self, biz_text: &str, biz: &CountQueryBiz, token: &AccessToken) -> Result<SheetPage, JstError> {
+        let budget = RetryBudget::new(&self.shared.config);
+        let result = (|| self.send_once(biz_text, biz.page_size, token))
+            .retry(backoff(&self.shared.config, budget.max_total()))
             .when(|error| budget.allow(error))
             .notify(|error, delay| log_retry(biz.page_index, error, delay))
             .await;
@@ -120,46 +203,91 @@ impl JushuitanClient {
         })
     }
 
-    async fn send_once(&self, biz_text: &str, page_size: u32) -> Result<SheetPage, JstError> {
-        self.limits.until_ready().await;
-        let form = self.signed_form(biz_text);
-
-        let response = self
-            .http
-            .post(&self.url)
-            .header(CONTENT_TYPE, FORM_CONTENT_TYPE)
-            .form(&form)
-            .send()
-            .await
-            .map_err(JstError::Transport)?;
+    async fn send_once(&self, biz_text: &str, page_size: u32, token: &AccessToken) -> Result<SheetPage, JstError> {
+        self.take_call()?;
+        self.shared.limits.until_ready().await;
+        let request = match self.shared.config.protocol {
+            Protocol::Open => self.open_request(biz_text, token),
+            Protocol::Legacy => self.legacy_request(biz_text, token),
+        };
+        let response = request.send().await.map_err(JstError::Transport)?;
         let status = response.status();
         let body = response.text().await.map_err(JstError::Transport)?;
         if status != reqwest::StatusCode::OK {
             return Err(JstError::HttpStatus { status: status.as_u16(), excerpt: excerpt(&body) });
         }
-
-        let envelope = decode_envelope(&body)?;
-        if envelope.code != 0 {
-            return Err(JstError::from_code(envelope.code, envelope.msg));
+        match self.shared.config.protocol {
+            Protocol::Open => decode_open(&body, page_size),
+            Protocol::Legacy => decode_legacy_body(&body, page_size),
         }
-        Ok(decode_page(envelope.data, page_size)?)
     }
 
-    /// Builds the form fields with a fresh timestamp and their signature.
-    fn signed_form<'a>(&'a self, biz_text: &'a str) -> Vec<(&'static str, String)> {
+    /// Counts one request against the run's budget.
+    fn take_call(&self) -> Result<(), JstError> {
+        let max = self.shared.config.max_calls_per_run;
+        let taken = self.run.calls.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| (used < max).then_some(used + 1));
+        taken.map(|_| ()).map_err(|_| JstError::CallBudgetExhausted { max })
+    }
+
+    /// Builds a current-platform request: form fields with a fresh timestamp and their signature.
+    fn open_request(&self, biz_text: &str, token: &AccessToken) -> reqwest::RequestBuilder {
+        let config = &self.shared.config;
         let timestamp = Utc::now().timestamp().to_string();
         let mut form: Vec<(&'static str, String)> = vec![
-            ("app_key", self.config.app_key.clone()),
-            ("access_token", self.config.access_token.expose_secret().to_string()),
+            ("app_key", config.app_key.clone()),
+            ("access_token", token.secret.expose_secret().to_string()),
             ("timestamp", timestamp),
             ("version", API_VERSION.to_string()),
             ("charset", CHARSET.to_string()),
             ("biz", biz_text.to_string()),
         ];
         let fields: Vec<(&str, &str)> = form.iter().map(|(key, value)| (*key, value.as_str())).collect();
-        let signature = sign(self.config.app_secret.expose_secret(), &fields);
+        let signature = sign(config.app_secret.expose_secret(), &fields);
         form.push(("sign", signature));
-        form
+        self.shared.http.post(&self.shared.url).header(CONTENT_TYPE, FORM_CONTENT_TYPE).form(&form)
+    }
+
+    /// Builds a legacy-gateway request: method, partner id, token, timestamp and signature in
+    /// the query string, the business JSON as the body.
+    fn legacy_request(&self, biz_text: &str, token: &AccessToken) -> reqwest::RequestBuilder {
+        let config = &self.shared.config;
+        let ts = Utc::now().timestamp().to_string();
+        let token = token.secret.expose_secret();
+        let signature = sign_legacy(LEGACY_METHOD, &config.app_key, token, &ts, config.app_secret.expose_secret());
+        let query = [
+            ("method", LEGACY_METHOD),
+            ("partnerid", config.app_key.as_str()),
+            ("token", token),
+            ("ts", ts.as_str()),
+            ("sign", signature.as_str()),
+        ];
+        let mut url = match reqwest::Url::parse(&self.shared.url) {
+            Ok(url) => url,
+            // Unreachable: the configuration check parsed the base URL.
+            Err(_) => return self.shared.http.post(&self.shared.url),
+        };
+        url.query_pairs_mut().extend_pairs(query);
+        self.shared
+            .http
+            .post(url)
+            .header(CONTENT_TYPE, JSON_CONTENT_TYPE)
+            .body(biz_text.to_string())
+    }
+}
+
+fn decode_open(body: &str, page_size: u32) -> Result<SheetPage, JstError> {
+    let envelope = decode_envelope(body)?;
+    if envelope.code != 0 {
+        return Err(JstError::from_code(envelope.code, envelope.msg));
+    }
+    Ok(decode_page(envelope.data, page_size)?)
+}
+
+fn decode_legacy_body(body: &str, page_size: u32) -> Result<SheetPage, JstError> {
+    let response = decode_legacy(body, page_size)?;
+    match response.page {
+        Some(page) => Ok(page),
+        None => Err(JstError::from_code(response.code, response.msg)),
     }
 }
 
@@ -180,7 +308,7 @@ fn excerpt(body: &str) -> String {
 #[async_trait]
 impl SheetSource for JushuitanClient {
     async fn query_page(&self, query: &SheetQuery) -> Result<SheetPage, SourceError> {
-        let page = self.query(&CountQueryBiz::for_window(query)).await;
+        let page = self.query_window_page(query).await;
         page.map_err(|error| {
             warn!(page_index = query.page_index, code = ?error.code(), error = %error, "jushuitan page query failed");
             SourceError::from(error)

@@ -65,6 +65,10 @@ pub struct JushuitanConfig {
     /// used up, the run stops with a retry-later error and the watermark stays at the last
     /// complete window.
     pub max_calls_per_run: u32,
+    /// Whether a window that took more than one page is read again after its last page, to
+    /// catch sheets that page drift moved onto a page already read. Costs one more read of each
+    /// such window.
+    pub recheck_paged_windows: bool,
     /// Sheets per page, 1 to 50.
     pub page_size: u32,
     /// Client-side limit of calls per second; JuShuiTan returns code 199 above its own limit.
@@ -95,6 +99,7 @@ impl Default for JushuitanConfig {
             token_mode: TokenMode::Static,
             token_refresh_margin_secs: DEFAULT_TOKEN_REFRESH_MARGIN_SECS,
             max_calls_per_run: DEFAULT_MAX_CALLS_PER_RUN,
+            recheck_paged_windows: true,
             page_size: MAX_PAGE_SIZE,
             calls_per_second: 5,
             calls_per_minute: 100,

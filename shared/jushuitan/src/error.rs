@@ -47,7 +47,7 @@ pub enum JstError {
     /// The token endpoint refused to refresh a third-party application's token (code 150 since
     /// 2023-08-15): only a new authorization by the tenant helps.
     #[error(
-        "jushuitan refused to refresh the access token (code {code}, {msg}): the tenant must authorize the \
+        "jushuitan rejected the access token refresh (code {code}, {msg}): the tenant must authorize the \
          application again and the new token pair must be stored / 聚水潭拒绝刷新 access_token，请商家重新授权应用并保存新的令牌"
     )]
     ReauthorizationRequired { code: i64, msg: String },
@@ -68,6 +68,12 @@ pub enum JstError {
          watermark / 本次运行的聚水潭调用次数（{max}）已用完，下次运行将从水位继续"
     )]
     CallBudgetExhausted { max: u32 },
+
+    #[error(
+        "sheets of window {begin}..{end} kept moving during {passes} re-checks; the next run reads the window again / \
+         盘点单在分页读取期间持续变动，下次运行将重新读取该时间窗口"
+    )]
+    WindowUnsettled { begin: chrono::DateTime<chrono::Utc>, end: chrono::DateTime<chrono::Utc>, passes: u32 },
 
     #[error("jushuitan throttled the request with code {code} ({msg}) after {attempts} attempts / 聚水潭接口限流，稍后重试")]
     Throttled { code: i64, msg: String, attempts: u32 },

@@ -49,6 +49,34 @@ pub fn decode_envelope(body: &str) -> Result<Envelope<'_>, DecodeError> {
     Ok(Envelope { code, msg, data })
 }
 
+/// A legacy-gateway response: flat, with the page fields beside `code` and `issuccess`.
+#[derive(Debug, Clone)]
+pub struct LegacyResponse {
+    pub code: i64,
+    pub msg: String,
+    /// The page of a successful response, `None` for an error.
+    pub page: Option<SheetPage>,
+}
+
+/// Decodes a legacy-gateway response. `code` 0 with `issuccess` false counts as an error, and
+/// a missing `code` with `issuccess` true as success.
+pub fn decode_legacy(body: &str, requested_page_size: u32) -> Result<LegacyResponse, DecodeError> {
+    let raw: &RawValue = serde_json::from_str(body).map_err(|error| DecodeError::Body(format!("body is not JSON: {error}")))?;
+    let object = Object::parse(raw, "response".into()).map_err(|_| DecodeError::Body("body is not a JSON object".into()))?;
+    let success = object.boolean("issuccess")?;
+    let msg = object.text("msg")?.unwrap_or_default();
+    let code = match (object.int("code")?, success) {
+        (Some(code), _) => code,
+        (None, Some(true)) => 0,
+        (None, _) => return Err(DecodeError::field("response.code", "is missing and issuccess is not true".into())),
+    };
+    if code != 0 || success == Some(false) {
+        return Ok(LegacyResponse { code: if code == 0 { -1 } else { code }, msg, page: None });
+    }
+    let page = decode_page(Some(raw), requested_page_size)?;
+    Ok(LegacyResponse { code, msg, page: Some(page) })
+}
+
 /// Decodes the `data` object of a successful response into a page.
 ///
 /// `has_next` is read when present. Otherwise the page counts as the last one unless

@@ -68,7 +68,8 @@ async fn read_all_pages(source: &dyn SheetSource, window: Window, page_size: u32
 #[tokio::test]
 async fn paging_reads_every_sheet_exactly() {
     let sim = JstSim::start(JstSimConfig::default(), demo_sheets()).await.unwrap();
-    let client = client(JushuitanConfig { page_size: 7, ..client_config(&sim) });
+    // Plain paging: the page-drift re-check would read the window a second time.
+    let client = client(JushuitanConfig { page_size: 7, recheck_paged_windows: false, ..client_config(&sim) });
     let window = first_week();
 
     let (sheets, pages) = read_all_pages(&client, window, 7).await.unwrap();
@@ -82,6 +83,19 @@ async fn paging_reads_every_sheet_exactly() {
     assert_eq!(stats.pages_served, pages as usize);
     assert_eq!(stats.calls, pages as usize);
     assert_eq!(stats.sheets_served, expected.len());
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn paged_window_rechecked_once() {
+    let sim = JstSim::start(JstSimConfig::default(), demo_sheets()).await.unwrap();
+    let client = client(JushuitanConfig { page_size: 7, ..client_config(&sim) });
+    let window = first_week();
+
+    let (sheets, pages) = read_all_pages(&client, window, 7).await.unwrap();
+
+    assert_eq!(sheets, expected_in(window), "a re-check that finds nothing adds no sheet");
+    assert_eq!(sim.stats().calls, 2 * pages as usize, "one re-check pass over the window");
     sim.stop().await;
 }
 
@@ -146,6 +160,7 @@ async fn server_rate_limit_is_survived() {
         max_retries: 20,
         retry_min_delay_ms: 100,
         retry_max_delay_ms: 400,
+        recheck_paged_windows: false,
         ..client_config(&sim)
     });
     let window = first_week();

@@ -5,12 +5,14 @@
 //! - [`wire`]: classification of every response shape Kingdee is known to return,
 //! - [`outcome`]: per-bill outcomes of a BatchSave, matched by `DIndex`,
 //! - [`error`]: [`KingdeeError`] and its retry classification,
-//! - [`client`]: [`KingdeeClient`], the [`countsync_core::ports::BillTarget`] adapter.
+//! - [`client`]: [`KingdeeClient`], the [`countsync_core::ports::BillTarget`] adapter,
+//! - [`probe`]: read-only checks of a tenant against the configuration.
 
 pub mod client;
 pub mod config;
 pub mod error;
 pub mod outcome;
+pub mod probe;
 pub mod sign;
 pub mod wire;
 

@@ -4,7 +4,7 @@
 //! matched by `DIndex` (the bill's position in `Model`) and cross-checked with `Number`, never by
 //! list position, so a retry touches only the bills that failed.
 
-use countsync_core::ports::{Bill, BillRef, Rejection, SaveOutcome};
+use countsync_core::ports::{Bill, BillRef, MSG_CODE_CALL_LIMIT, MSG_CODE_LOCKED, Rejection, SaveOutcome};
 use tracing::warn;
 
 use crate::error::KingdeeError;
@@ -13,6 +13,14 @@ use crate::wire::{ResponseStatus, StatusError};
 /// Maps a BatchSave status to outcomes in request order, or to an error when the status
 /// rejects the call as a whole.
 pub fn map_save_status(service: &str, bills: &[Bill], status: &ResponseStatus) -> Result<Vec<SaveOutcome>, KingdeeError> {
+    if is_call_level_refusal(status) {
+        return Err(KingdeeError::Rejected {
+            service: service.to_string(),
+            msg_code: status.msg_code,
+            error_code: status.error_code,
+            message: join_messages(&status.errors),
+        });
+    }
     let mut outcomes: Vec<Option<SaveOutcome>> = vec![None; bills.len()];
     apply_successes(bills, status, &mut outcomes);
     let unassigned = apply_errors(bills, status, &mut outcomes);
@@ -31,6 +39,16 @@ pub fn map_save_status(service: &str, bills: &[Bill], status: &ResponseStatus) -
     }
 
     Ok(outcomes.into_iter().map(|outcome| outcome.unwrap_or(SaveOutcome::Unknown)).collect())
+}
+
+/// Returns whether the status refuses the whole call for a lock conflict (MsgCode 13) or the
+/// call limit (MsgCode 14): nothing saved and no error names a bill. Without this rule a
+/// one-bill call would take the unindexed error as that bill's rejection.
+fn is_call_level_refusal(status: &ResponseStatus) -> bool {
+    !status.is_success
+        && status.success_entities.is_empty()
+        && matches!(status.msg_code, Some(MSG_CODE_LOCKED | MSG_CODE_CALL_LIMIT))
+        && status.errors.iter().all(|error| error.dindex.is_none())
 }
 
 /// Joins error messages for one rejection or log line.
@@ -191,6 +209,25 @@ mod tests {
         let error = map_save_status("BatchSave", &bills, &status(body)).unwrap_err();
         assert_eq!(error.retry(), Retry::Later);
         assert!(!error.may_have_committed());
+    }
+
+    #[test]
+    fn single_bill_call_limit_is_whole_call() {
+        let bills = [bill("JST-1")];
+        let body = r#"{"Result":{"ResponseStatus":{"IsSuccess":false,"ErrorCode":500,"MsgCode":14,"Errors":[{"Message":"接口调用次数超过限制"}]}}}"#;
+        let error = map_save_status("BatchSave", &bills, &status(body)).unwrap_err();
+        assert!(error.is_busy());
+        assert_eq!(error.retry(), Retry::Later);
+    }
+
+    #[test]
+    fn indexed_lock_is_per_bill() {
+        let bills = [bill("JST-1"), bill("JST-2")];
+        let body = r#"{"Result":{"ResponseStatus":{"IsSuccess":false,"MsgCode":13,"Errors":[{"Message":"网控冲突","DIndex":1}],"SuccessEntitys":[{"Id":11,"Number":"JST-1","DIndex":0}]}}}"#;
+        let outcomes = map_save_status("BatchSave", &bills, &status(body)).unwrap();
+        assert!(matches!(outcomes[0], SaveOutcome::Saved(_)));
+        let SaveOutcome::Rejected(rejection) = &outcomes[1] else { panic!("expected a rejection, got {outcomes:?}") };
+        assert_eq!(rejection.retry(), Retry::Later);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The Kingdee client against the simulator: both login modes, partial batch success, duplicate
+//! The Kingdee client against the simulator: signed headers and password login, partial batch success, duplicate
 //! numbers, lookups, session loss and the failures whose outcome is unknown.
 
 mod common;
@@ -211,12 +211,15 @@ async fn http_500_after_commit_unknown() {
 async fn whole_call_lock_retries_later() {
     let sim = start_sim().await;
     let client = client(&sim, AuthMode::SignedHeaders);
-    sim.reject_next_saves_with_lock(1);
+    // One more lock than the client retries on its own.
+    sim.reject_next_saves_with_lock(4);
 
     let error = client.save_bills(&[bill(1, MATERIAL), bill(2, MATERIAL)]).await.unwrap_err();
     assert_eq!(error.retry, Retry::Later);
     assert!(!error.outcome_unknown);
     assert_eq!(sim.bill_count(), 0);
+    assert_eq!(sim.stats().save_calls, 4);
+    assert_eq!(sim.stats().locks_injected, 4);
 
     // The same request may be sent again unchanged, because nothing was saved.
     let outcomes = client.save_bills(&[bill(1, MATERIAL), bill(2, MATERIAL)]).await.unwrap();

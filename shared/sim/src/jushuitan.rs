@@ -6,14 +6,22 @@
 //! wire format: some `io_id`s and quantities as strings, some times with milliseconds, some
 //! `labels` as comma-separated text, so clients meet the shapes the real API sends.
 //!
-//! Fault knobs ([`JstSim::throttle_next`], [`JstSim::fail_next`]) and data changes between pages
-//! ([`JstSim::set_sheets`], [`JstSim::upsert_sheet`]) act on shared state while the server runs.
+//! It also serves the token endpoints (`getInitToken`, `refreshToken`, each refresh issuing a new
+//! refresh token and invalidating the old one) and the legacy gateway (`/api/open/query.aspx`,
+//! flat responses, its own signature).
+//!
+//! Fault knobs act on shared state while the server runs: throttling and forced codes
+//! ([`JstSim::throttle_next`], [`JstSim::fail_next`]), token expiry
+//! ([`JstSim::expire_access_token`], [`JstSim::expire_token_after_pages`]), page drift
+//! ([`JstSim::drift_after_pages`]), late-visible sheets ([`JstSim::add_hidden`]), a sheet repeated
+//! across pages ([`JstSim::repeat_across_pages`]) and data changes ([`JstSim::set_sheets`],
+//! [`JstSim::upsert_sheet`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::extract::{Form, State};
+use axum::extract::{Form, Query as UrlQuery, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::post;
@@ -21,7 +29,7 @@ use axum::Router;
 use chrono::{NaiveDateTime, Utc};
 use countsync_core::sheet::CountSheet;
 use countsync_core::time::WALL_CLOCK_FORMAT;
-use countsync_jushuitan::sign::{sign, signature_matches};
+use countsync_jushuitan::sign::{sign, sign_legacy, signature_matches};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -30,6 +38,12 @@ use tokio::time::{Duration, Instant};
 
 /// Path of `inventory.count.query` on the current open platform.
 pub const COUNT_QUERY_PATH: &str = "/open/inventory/count/query";
+/// Path of the legacy gateway.
+pub const LEGACY_PATH: &str = "/api/open/query.aspx";
+/// Path of the merchant application's initial token request.
+pub const INIT_TOKEN_PATH: &str = "/openWeb/auth/getInitToken";
+/// Path of the token refresh.
+pub const REFRESH_TOKEN_PATH: &str = "/openWeb/auth/refreshToken";
 /// Statuses `inventory.count.query` filters by.
 pub const STATUSES: [&str; 5] = ["WaitConfirm", "Confirmed", "Archive", "Cancelled", "Delete"];
 /// `page_size` when the request names none, as documented.
@@ -42,7 +56,14 @@ const MAX_IO_IDS: usize = 50;
 pub struct JstSimConfig {
     pub app_key: String,
     pub app_secret: String,
+    /// The access token valid at start; `getInitToken` and `refreshToken` replace it.
     pub access_token: String,
+    /// The refresh token valid at start.
+    pub refresh_token: String,
+    /// `expires_in` of issued tokens, in seconds.
+    pub token_expires_in_secs: i64,
+    /// Answers `refreshToken` with code 150, as the service does for third-party applications.
+    pub refresh_forbidden: bool,
     pub calls_per_second: u32,
     pub calls_per_minute: u32,
     /// Largest accepted difference between a request's timestamp and the server clock, in seconds.
@@ -58,6 +79,9 @@ impl Default for JstSimConfig {
             app_key: "sim-app-key".into(),
             app_secret: "sim-app-secret".into(),
             access_token: "sim-access-token".into(),
+            refresh_token: "sim-refresh-token".into(),
+            token_expires_in_secs: 30 * 86_400,
+            refresh_forbidden: false,
             calls_per_second: 5,
             calls_per_minute: 100,
             timestamp_tolerance_secs: 600,
@@ -80,6 +104,14 @@ pub struct JstStats {
     pub pages_served: usize,
     /// Sheets sent in successful responses.
     pub sheets_served: usize,
+    /// Successful `getInitToken` calls.
+    pub token_inits: usize,
+    /// Successful `refreshToken` calls.
+    pub token_refreshes: usize,
+    /// Rejected token requests by code.
+    pub token_rejected: BTreeMap<i64, usize>,
+    /// Sheets whose `modified` the drift knob moved.
+    pub drifted: usize,
 }
 
 /// Mutable state shared by the server and the test.
@@ -87,6 +119,24 @@ struct Shared {
     config: JstSimConfig,
     sheets: Mutex<Vec<CountSheet>>,
     inner: Mutex<Inner>,
+}
+
+/// When a hidden sheet becomes visible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    /// At this wall-clock instant.
+    At(std::time::SystemTime),
+    /// When the test calls [`JstSim::reveal_hidden`].
+    OnReveal,
+}
+
+/// A page-drift plan: after `after_pages` more window pages are served, the first `count`
+/// sheets of the page just served get `modified` moved later by `shift`.
+#[derive(Debug, Clone, Copy)]
+struct Drift {
+    after_pages: usize,
+    count: usize,
+    shift: chrono::Duration,
 }
 
 #[derive(Default)]
@@ -98,6 +148,14 @@ struct Inner {
     forced: VecDeque<i64>,
     /// `biz` of every accepted request, parsed.
     accepted_biz: Vec<Value>,
+    access_token: String,
+    refresh_token: String,
+    issued: u64,
+    /// Pages still to serve before the access token expires.
+    expire_after_pages: Option<usize>,
+    drifts: Vec<Drift>,
+    hidden: Vec<(CountSheet, Visibility)>,
+    repeat_across_pages: bool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -116,8 +174,14 @@ pub struct JstSim {
 impl JstSim {
     /// Starts the simulator on a free port of 127.0.0.1.
     pub async fn start(config: JstSimConfig, sheets: Vec<CountSheet>) -> anyhow::Result<JstSim> {
-        let shared = Arc::new(Shared { config, sheets: Mutex::new(sheets), inner: Mutex::new(Inner::default()) });
-        let app = Router::new().route(COUNT_QUERY_PATH, post(count_query)).with_state(shared.clone());
+        let inner = Inner { access_token: config.access_token.clone(), refresh_token: config.refresh_token.clone(), ..Default::default() };
+        let shared = Arc::new(Shared { config, sheets: Mutex::new(sheets), inner: Mutex::new(inner) });
+        let app = Router::new()
+            .route(COUNT_QUERY_PATH, post(count_query))
+            .route(LEGACY_PATH, post(legacy_query))
+            .route(INIT_TOKEN_PATH, post(init_token))
+            .route(REFRESH_TOKEN_PATH, post(refresh_token))
+            .with_state(shared.clone());
 
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let address = listener.local_addr()?;
@@ -159,6 +223,64 @@ impl JstSim {
     /// Rejects the next `n` requests with `code`, whatever they contain.
     pub fn fail_next(&self, code: i64, n: usize) {
         lock(&self.shared.inner).forced.extend(std::iter::repeat_n(code, n));
+    }
+
+    /// Returns the access token the server accepts now.
+    pub fn current_access_token(&self) -> String {
+        lock(&self.shared.inner).access_token.clone()
+    }
+
+    /// Returns the refresh token the server accepts now.
+    pub fn current_refresh_token(&self) -> String {
+        lock(&self.shared.inner).refresh_token.clone()
+    }
+
+    /// Expires the current access token: queries with it get code 100. The refresh token stays
+    /// valid.
+    pub fn expire_access_token(&self) {
+        expire(&mut lock(&self.shared.inner));
+    }
+
+    /// Expires the access token after `pages` more pages are served, in the middle of a run.
+    pub fn expire_token_after_pages(&self, pages: usize) {
+        lock(&self.shared.inner).expire_after_pages = Some(pages);
+    }
+
+    /// After `after_pages` more window pages are served, moves the `modified` of the first
+    /// `count` sheets of the page just served later by `shift`, as an edit during paging does.
+    /// The sheets after them move forward, so the next page starts past sheets never served.
+    pub fn drift_after_pages(&self, after_pages: usize, count: usize, shift: chrono::Duration) {
+        lock(&self.shared.inner).drifts.push(Drift { after_pages, count, shift });
+    }
+
+    /// Adds sheets that queries do not return until `visibility` says so, although their
+    /// `modified` may lie in a range already read: the sheets of a replica that lags.
+    pub fn add_hidden(&self, sheets: Vec<CountSheet>, visibility: Visibility) {
+        lock(&self.shared.inner).hidden.extend(sheets.into_iter().map(|sheet| (sheet, visibility)));
+    }
+
+    /// Makes every sheet added with [`Visibility::OnReveal`] visible.
+    pub fn reveal_hidden(&self) {
+        let mut inner = lock(&self.shared.inner);
+        let (revealed, kept): (Vec<_>, Vec<_>) = inner.hidden.drain(..).partition(|(_, visibility)| *visibility == Visibility::OnReveal);
+        inner.hidden = kept;
+        drop(inner);
+        lock(&self.shared.sheets).extend(revealed.into_iter().map(|(sheet, _)| sheet));
+    }
+
+    /// Returns the number of sheets still hidden.
+    pub fn hidden_count(&self) -> usize {
+        lock(&self.shared.inner).hidden.len()
+    }
+
+    /// When on, every page after the first also repeats the last sheet of the page before.
+    pub fn repeat_across_pages(&self, on: bool) {
+        lock(&self.shared.inner).repeat_across_pages = on;
+    }
+
+    /// Returns a copy of the sheets the server holds now, visible ones only.
+    pub fn sheets(&self) -> Vec<CountSheet> {
+        lock(&self.shared.sheets).clone()
     }
 
     pub fn set_sheets(&self, sheets: Vec<CountSheet>) {
@@ -210,27 +332,166 @@ async fn count_query(State(shared): State<Arc<Shared>>, Form(form): Form<HashMap
     let body = match handle(&shared, &form) {
         Ok(body) => body,
         Err(rejection) => {
-            let mut inner = lock(&shared.inner);
-            *inner.stats.rejected.entry(rejection.code).or_default() += 1;
-            if rejection.code == 199 || rejection.code == 200 {
-                inner.stats.throttled += 1;
-            }
+            count_rejection(&shared, &rejection);
             json!({ "code": rejection.code, "msg": rejection.msg, "data": null }).to_string()
         }
     };
     ([(CONTENT_TYPE, "application/json; charset=utf-8")], body)
 }
 
+fn count_rejection(shared: &Shared, rejection: &Rejection) {
+    let mut inner = lock(&shared.inner);
+    *inner.stats.rejected.entry(rejection.code).or_default() += 1;
+    if rejection.code == 199 || rejection.code == 200 {
+        inner.stats.throttled += 1;
+    }
+}
+
 fn handle(shared: &Shared, form: &HashMap<String, String>) -> Result<String, Rejection> {
     admit(shared)?;
-    authenticate(&shared.config, form)?;
+    authenticate(shared, form)?;
     let biz_text = form.get("biz").map(String::as_str).unwrap_or("{}");
+    serve_biz(shared, biz_text, Envelope::Wrapped)
+}
+
+/// Parses and serves the business parameters of an authenticated request.
+fn serve_biz(shared: &Shared, biz_text: &str, envelope: Envelope) -> Result<String, Rejection> {
     let biz: Value = serde_json::from_str(biz_text).map_err(|error| reject(140, format!("biz is not JSON: {error}")))?;
     let query = Query::parse(&shared.config, &biz)?;
-
-    let body = serve_page(shared, &query);
+    let body = serve_page(shared, &query, envelope);
     lock(&shared.inner).accepted_biz.push(biz);
     Ok(body)
+}
+
+/// The legacy gateway: credentials in the query string, the business JSON as the body, flat
+/// responses with `issuccess`.
+async fn legacy_query(
+    State(shared): State<Arc<Shared>>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+    body: String,
+) -> impl IntoResponse {
+    let result = admit(&shared).and_then(|()| authenticate_legacy(&shared, &params)).and_then(|()| {
+        let biz_text = if body.trim().is_empty() { "{}" } else { body.as_str() };
+        serve_biz(&shared, biz_text, Envelope::Flat)
+    });
+    let body = match result {
+        Ok(body) => body,
+        Err(rejection) => {
+            count_rejection(&shared, &rejection);
+            json!({ "code": rejection.code, "issuccess": false, "msg": rejection.msg }).to_string()
+        }
+    };
+    ([(CONTENT_TYPE, "application/json; charset=utf-8")], body)
+}
+
+fn authenticate_legacy(shared: &Shared, params: &HashMap<String, String>) -> Result<(), Rejection> {
+    // Current-platform fields on the legacy path are rejected, as the service does.
+    if params.contains_key("app_key") || params.contains_key("access_token") {
+        return Err(reject(140, "参数错误：旧版网关不接受 app_key/access_token"));
+    }
+    for field in ["method", "partnerid", "token", "ts", "sign"] {
+        if params.get(field).is_none_or(|value| value.is_empty()) {
+            return Err(reject(140, format!("缺少参数 {field}")));
+        }
+    }
+    if params["method"] != "inventory.count.query" {
+        return Err(reject(140, format!("method {} 不存在", params["method"])));
+    }
+    let config = &shared.config;
+    let expected = sign_legacy(&params["method"], &params["partnerid"], &params["token"], &params["ts"], &config.app_secret);
+    if params["partnerid"] != config.app_key || !signature_matches(&expected, &params["sign"]) {
+        return Err(reject(120, "签名错误"));
+    }
+    check_timestamp(config, &params["ts"])?;
+    if params["token"] != lock(&shared.inner).access_token {
+        return Err(reject(100, "token 无效或已过期"));
+    }
+    Ok(())
+}
+
+fn check_timestamp(config: &JstSimConfig, text: &str) -> Result<(), Rejection> {
+    let timestamp: i64 = text.parse().map_err(|_| reject(180, format!("时间戳 {text} 无效")))?;
+    if (Utc::now().timestamp() - timestamp).abs() > config.timestamp_tolerance_secs {
+        return Err(reject(180, format!("时间戳 {timestamp} 与服务器时间相差超过 {} 秒", config.timestamp_tolerance_secs)));
+    }
+    Ok(())
+}
+
+/// `getInitToken`: a merchant's own application obtains a token pair with any six-character code.
+async fn init_token(State(shared): State<Arc<Shared>>, Form(form): Form<HashMap<String, String>>) -> impl IntoResponse {
+    let result = check_token_request(&shared.config, &form, &["grant_type", "code"]).and_then(|()| {
+        if form["grant_type"] != "authorization_code" {
+            return Err(reject(140, format!("grant_type {} 无效，应为 authorization_code", form["grant_type"])));
+        }
+        if form["code"].chars().count() != 6 {
+            return Err(reject(140, "code 必须为 6 位"));
+        }
+        let mut inner = lock(&shared.inner);
+        inner.stats.token_inits += 1;
+        Ok(issue_pair(&shared.config, &mut inner))
+    });
+    token_response(&shared, result)
+}
+
+/// `refreshToken`: issues a new pair and invalidates the old refresh token.
+async fn refresh_token(State(shared): State<Arc<Shared>>, Form(form): Form<HashMap<String, String>>) -> impl IntoResponse {
+    let result = check_token_request(&shared.config, &form, &["grant_type", "refresh_token", "scope"]).and_then(|()| {
+        if form["grant_type"] != "refresh_token" {
+            return Err(reject(140, format!("grant_type {} 无效，应为 refresh_token", form["grant_type"])));
+        }
+        if shared.config.refresh_forbidden {
+            return Err(reject(150, "第三方应用不支持刷新令牌，请重新授权"));
+        }
+        let mut inner = lock(&shared.inner);
+        if form["refresh_token"] != inner.refresh_token {
+            return Err(reject(100, "refresh_token 无效或已使用"));
+        }
+        inner.stats.token_refreshes += 1;
+        Ok(issue_pair(&shared.config, &mut inner))
+    });
+    token_response(&shared, result)
+}
+
+fn check_token_request(config: &JstSimConfig, form: &HashMap<String, String>, own: &[&str]) -> Result<(), Rejection> {
+    for field in ["app_key", "timestamp", "charset", "sign"].iter().chain(own) {
+        if form.get(*field).is_none_or(|value| value.is_empty()) {
+            return Err(reject(140, format!("缺少参数 {field}")));
+        }
+    }
+    let fields: Vec<(&str, &str)> = form.iter().map(|(key, value)| (key.as_str(), value.as_str())).collect();
+    if form["app_key"] != config.app_key || !signature_matches(&sign(&config.app_secret, &fields), &form["sign"]) {
+        return Err(reject(10, "签名错误"));
+    }
+    check_timestamp(config, &form["timestamp"])
+}
+
+fn issue_pair(config: &JstSimConfig, inner: &mut Inner) -> Value {
+    inner.issued += 1;
+    inner.access_token = format!("sim-access-token-{}", inner.issued);
+    inner.refresh_token = format!("sim-refresh-token-{}", inner.issued);
+    json!({
+        "access_token": inner.access_token,
+        "expires_in": config.token_expires_in_secs,
+        "refresh_token": inner.refresh_token,
+        "scope": "all",
+    })
+}
+
+fn token_response(shared: &Shared, result: Result<Value, Rejection>) -> impl IntoResponse + use<> {
+    let body = match result {
+        Ok(data) => json!({ "code": 0, "msg": "执行成功", "data": data }),
+        Err(rejection) => {
+            *lock(&shared.inner).stats.token_rejected.entry(rejection.code).or_default() += 1;
+            json!({ "code": rejection.code, "msg": rejection.msg, "data": null })
+        }
+    };
+    ([(CONTENT_TYPE, "application/json; charset=utf-8")], body.to_string())
+}
+
+/// Replaces the access token by one nobody holds; the refresh token stays valid.
+fn expire(inner: &mut Inner) {
+    inner.issued += 1;
+    inner.access_token = format!("sim-expired-{}", inner.issued);
 }
 
 /// Counts the call and applies forced codes and the rate limits.
@@ -268,7 +529,8 @@ fn forced_message(code: i64) -> &'static str {
     }
 }
 
-fn authenticate(config: &JstSimConfig, form: &HashMap<String, String>) -> Result<(), Rejection> {
+fn authenticate(shared: &Shared, form: &HashMap<String, String>) -> Result<(), Rejection> {
+    let config = &shared.config;
     for field in ["app_key", "access_token", "timestamp", "sign"] {
         if form.get(field).is_none_or(|value| value.is_empty()) {
             return Err(reject(140, format!("缺少参数 {field}")));
@@ -283,11 +545,8 @@ fn authenticate(config: &JstSimConfig, form: &HashMap<String, String>) -> Result
         return Err(reject(10, "签名错误"));
     }
 
-    let timestamp: i64 = form["timestamp"].parse().map_err(|_| reject(180, format!("时间戳 {} 无效", form["timestamp"])))?;
-    if (Utc::now().timestamp() - timestamp).abs() > config.timestamp_tolerance_secs {
-        return Err(reject(180, format!("时间戳 {timestamp} 与服务器时间相差超过 {} 秒", config.timestamp_tolerance_secs)));
-    }
-    if form["access_token"] != config.access_token {
+    check_timestamp(config, &form["timestamp"])?;
+    if form["access_token"] != lock(&shared.inner).access_token {
         return Err(reject(100, "access_token 无效或已过期"));
     }
     if form.get("version").is_some_and(|version| version != "2") {
@@ -388,22 +647,85 @@ fn parse_io_ids(biz: &Value) -> Result<Option<HashSet<i64>>, Rejection> {
     Ok(Some(ids))
 }
 
-/// Filters, orders and pages the sheets and renders the success body.
-fn serve_page(shared: &Shared, query: &Query) -> String {
-    let sheets = lock(&shared.sheets);
+/// Shape of a success body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Envelope {
+    /// `{code, msg, data: {…}}` of the current platform.
+    Wrapped,
+    /// The legacy gateway's flat body with `issuccess`.
+    Flat,
+}
+
+/// Filters, orders and pages the sheets, renders the success body, then applies the knobs that
+/// act after a page: token expiry and page drift.
+fn serve_page(shared: &Shared, query: &Query, envelope: Envelope) -> String {
+    release_due_hidden(shared);
+    let mut sheets = lock(&shared.sheets);
     let mut selected: Vec<&CountSheet> = sheets.iter().filter(|sheet| query.matches(sheet)).collect();
     selected.sort_by_key(|sheet| (sheet.modified, sheet.io_id));
 
     let total = selected.len();
     let start = (query.page_index as usize - 1).saturating_mul(query.page_size as usize).min(total);
     let end = (start + query.page_size as usize).min(total);
-    let page = &selected[start..end];
-    let body = wire::page_body(query.page_index, query.page_size, end < total, total, page);
+    let repeat = lock(&shared.inner).repeat_across_pages && start > 0;
+    let first = if repeat { start - 1 } else { start };
+    let page = &selected[first..end];
+    let body = wire::page_body(query.page_index, query.page_size, end < total, total, page, envelope == Envelope::Flat);
+    let served_ids: Vec<i64> = selected[start..end].iter().map(|sheet| sheet.io_id).collect();
 
     let mut inner = lock(&shared.inner);
     inner.stats.pages_served += 1;
     inner.stats.sheets_served += page.len();
+    if let Some(left) = inner.expire_after_pages.as_mut() {
+        *left = left.saturating_sub(1);
+        if *left == 0 {
+            inner.expire_after_pages = None;
+            expire(&mut inner);
+        }
+    }
+    if query.range.is_some() {
+        let shifted = apply_drift(&mut inner, &served_ids, &mut sheets);
+        inner.stats.drifted += shifted;
+    }
     body
+}
+
+/// Counts a window page against every drift plan and applies the plans that are due. Returns
+/// the number of sheets moved.
+fn apply_drift(inner: &mut Inner, served_ids: &[i64], sheets: &mut [CountSheet]) -> usize {
+    let mut moved = 0;
+    let mut due = Vec::new();
+    inner.drifts.retain_mut(|drift| {
+        drift.after_pages = drift.after_pages.saturating_sub(1);
+        if drift.after_pages == 0 {
+            due.push(*drift);
+            return false;
+        }
+        true
+    });
+    for drift in due {
+        for io_id in served_ids.iter().take(drift.count) {
+            if let Some(sheet) = sheets.iter_mut().find(|sheet| sheet.io_id == *io_id) {
+                sheet.modified = sheet.modified.map(|modified| modified + drift.shift);
+                moved += 1;
+            }
+        }
+    }
+    moved
+}
+
+/// Moves hidden sheets whose visibility instant has passed into the served data.
+fn release_due_hidden(shared: &Shared) {
+    let now = std::time::SystemTime::now();
+    let mut inner = lock(&shared.inner);
+    if inner.hidden.is_empty() {
+        return;
+    }
+    let (due, kept): (Vec<_>, Vec<_>) =
+        inner.hidden.drain(..).partition(|(_, visibility)| matches!(visibility, Visibility::At(at) if *at <= now));
+    inner.hidden = kept;
+    drop(inner);
+    lock(&shared.sheets).extend(due.into_iter().map(|(sheet, _)| sheet));
 }
 
 /// JuShuiTan's wire format, with the shape variations the real API shows.
@@ -621,8 +943,18 @@ mod wire {
         data: Data,
     }
 
-    /// Renders a successful response.
-    pub(super) fn page_body(page_index: u32, page_size: u32, has_next: bool, total: usize, sheets: &[&CountSheet]) -> String {
+    /// The legacy gateway's flat body.
+    #[derive(Serialize)]
+    struct FlatBody {
+        code: i64,
+        issuccess: bool,
+        msg: Option<&'static str>,
+        #[serde(flatten)]
+        data: Data,
+    }
+
+    /// Renders a successful response, flat for the legacy gateway.
+    pub(super) fn page_body(page_index: u32, page_size: u32, has_next: bool, total: usize, sheets: &[&CountSheet], flat: bool) -> String {
         let with_counts = page_index % 2 == 1;
         let data = Data {
             page_index,
@@ -632,8 +964,12 @@ mod wire {
             page_count: with_counts.then_some(total.div_ceil(page_size as usize)),
             datas: sheets.iter().map(|one| sheet(one)).collect(),
         };
-        let body = Body { code: 0, msg: "执行成功", data };
-        serde_json::to_string(&body).unwrap_or_else(|error| {
+        let text = if flat {
+            serde_json::to_string(&FlatBody { code: 0, issuccess: true, msg: None, data })
+        } else {
+            serde_json::to_string(&Body { code: 0, msg: "执行成功", data })
+        };
+        text.unwrap_or_else(|error| {
             serde_json::json!({ "code": 150, "msg": format!("模拟器序列化失败: {error}"), "data": null }).to_string()
         })
     }

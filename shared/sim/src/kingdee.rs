@@ -335,47 +335,50 @@ fn lock(state: &Shared) -> MutexGuard<'_, SimState> {
 }
 
 async fn handle(State(state): State<Shared>, Path(segment): Path<String>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(service) = segment.strip_suffix(SERVICE_SUFFIX) else {
+    let Some(service) = segment.strip_suffix(SERVICE_SUFFIX).map(str::to_string) else {
         return (StatusCode::NOT_FOUND, "not found").into_response();
     };
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return json_response(status_body(8, "请求报文不是有效的 JSON", None, None));
     };
-    match service {
+    match service.as_str() {
         VALIDATE_USER => return validate_user(&state, &request),
         LOGIN_BY_APP_SECRET => return login_by_app_secret(&state, &request),
         LOGIN_BY_SIGN => return login_by_sign(&state, &request),
         _ => {}
     }
 
-    let admitted = lock(&state).admit(service, &headers, uri.path());
+    let admitted = lock(&state).admit(&service, &headers, uri.path());
     let (new_session, save_fault) = match admitted {
         Admission::Respond(response) => return response,
         Admission::Proceed { new_session, save_fault } => (new_session, save_fault),
     };
-    if let SaveFault::LateCommit(delay) = save_fault {
-        // The lock is released while waiting, so the client's lookups are answered meanwhile.
-        tokio::time::sleep(delay).await;
-    }
-
-    let mut response = {
+    let run = move || {
         let mut sim = lock(&state);
-        match service {
-            BATCH_SAVE | SAVE => sim.save(service, &request, &body, save_fault),
+        let mut response = match service.as_str() {
+            BATCH_SAVE | SAVE => sim.save(&service, &request, &body, save_fault),
             EXECUTE_BILL_QUERY => json_response(sim.query(&request)),
             QUERY_BUSINESS_INFO => json_response(sim.business_info(&request)),
             other => json_response(status_body(4, &format!("服务 {other} 不受模拟器支持 (service not supported by the simulator)"), None, None)),
+        };
+        if let Some(session_id) = new_session {
+            set_session_cookies(&mut response, &session_id);
         }
+        response
     };
-    if let Some(session_id) = new_session {
-        set_session_cookies(&mut response, &session_id);
-    }
-    response
+    let SaveFault::LateCommit(delay) = save_fault else { return run() };
+    // A detached task commits even after the client has closed the connection, which cancels
+    // this handler. The lock is free while it waits, so lookups still get responses meanwhile.
+    let late = tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        run()
+    });
+    late.await.unwrap_or_else(|_| (StatusCode::INTERNAL_SERVER_ERROR, "late commit task failed").into_response())
 }
 
 /// Result of authentication and fault injection for one call.
 enum Admission {
-    /// The call is answered without running: wrong credentials or an injected refusal.
+    /// The call gets this response without running: wrong credentials or an injected rejection.
     Respond(Response),
     Proceed { new_session: Option<String>, save_fault: SaveFault },
 }
@@ -544,7 +547,7 @@ fn login_field(request: &Value, key: &str, position: usize) -> String {
     }
 }
 
-/// Which login service opened a session.
+/// Login service that opened a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LoginKind {
     Password,
@@ -595,7 +598,7 @@ fn login_by_sign(state: &Shared, request: &Value) -> Response {
 }
 
 impl SimState {
-    /// Answers a login: a session with cookies when `accepted`, `LoginResultType` -1 otherwise.
+    /// Builds a login response: a session with cookies when `accepted`, `LoginResultType` -1 otherwise.
     fn login(&mut self, accepted: bool, kind: LoginKind, acct_id: &str, username: &str) -> Response {
         if !accepted {
             self.stats.auth_failures += 1;
@@ -843,6 +846,35 @@ fn save_response(service: &str, successes: &[SavedEntity], errors: &[(usize, Bil
 
 const HEADER_KEYS: [&str; 4] = ["FID", "FBillNo", "FDocumentStatus", "FDate"];
 const ENTRY_KEYS: [&str; 2] = ["FMaterialId.FNumber", "FCountQty"];
+/// Field keys of the base-data forms; the simulator's names equal their numbers.
+const BASE_DATA_KEYS: [&str; 2] = ["FNumber", "FName"];
+
+/// Base-data forms the simulator answers from its seeded sets.
+const BASE_DATA_FORMS: [&str; 5] = ["BD_MATERIAL", "BD_STOCK", "ORG_Organizations", "BOS_BillType", "BD_StockStatus"];
+
+/// Header field keys of `STK_StockCountInput` that QueryBusinessInfo lists.
+pub const METADATA_HEADER_FIELDS: [&str; 10] =
+    ["FBillNo", "FDate", "FBillTypeID", "FStockOrgId", "FNoteHead", "FSource", "FSchemeNo", "FBackUpDate", "FDocumentStatus", "FID"];
+/// `FBillEntry` field keys of `STK_StockCountInput` that QueryBusinessInfo lists.
+pub const METADATA_ENTRY_FIELDS: [&str; 21] = [
+    "FMaterialId", "FUnitID", "FBaseUnitId", "FStockId", "FStockLocId", "FAuxPropId", "FLot", "FProduceDate", "FExpiryDate",
+    "FMtoNo", "FProjectNo", "FStockStatusId", "FOwnerTypeId", "FOwnerId", "FKeeperTypeId", "FKeeperId", "FAcctQty",
+    "FCountQty", "FGainQty", "FLossQty", "FNote",
+];
+
+/// A parsed `FilterString`: one field compared with one or more literals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Filter {
+    field: String,
+    values: HashSet<String>,
+}
+
+/// A parsed `OrderString`: one key, ascending or descending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Order<'a> {
+    key: &'a str,
+    descending: bool,
+}
 
 impl SimState {
     fn query(&mut self, request: &Value) -> Value {
@@ -850,39 +882,80 @@ impl SimState {
             return query_error("缺少参数 data，或 data 不是 JSON 对象");
         };
         self.stats.queries += 1;
-        let form_id = data.get("FormId").and_then(Value::as_str).unwrap_or_default();
+        let form_id = data.get("FormId").and_then(Value::as_str).unwrap_or_default().to_string();
         if form_id.is_empty() {
             return query_error("缺少参数 FormId");
         }
         let keys: Vec<String> = data.get("FieldKeys").and_then(Value::as_str).unwrap_or_default().split(',').map(|key| key.trim().to_string()).collect();
-        if let Some(unknown) = keys.iter().find(|key| !HEADER_KEYS.contains(&key.as_str()) && !ENTRY_KEYS.contains(&key.as_str())) {
+        let base_data = BASE_DATA_FORMS.contains(&form_id.as_str());
+        let allowed = |key: &str| if base_data { BASE_DATA_KEYS.contains(&key) } else { HEADER_KEYS.contains(&key) || ENTRY_KEYS.contains(&key) };
+        if let Some(unknown) = keys.iter().find(|key| !allowed(key)) {
             return query_error(&format!("字段 {unknown:?} 不存在或模拟器不支持"));
         }
-        let filter = data.get("FilterString").and_then(Value::as_str).unwrap_or_default();
-        let Some(numbers) = parse_filter(filter) else {
-            return query_error(&format!("过滤条件 {filter:?} 有误或模拟器不支持；支持 FBillNo='X' 与 FBillNo in ('A','B')"));
+        let filter_text = data.get("FilterString").and_then(Value::as_str).unwrap_or_default();
+        let filter_field = if base_data { "FNumber" } else { "FBillNo" };
+        let Some(filter) = parse_filter(filter_text) else {
+            return query_error(&format!("过滤条件 {filter_text:?} 有误或模拟器不支持；支持 {filter_field}='X' 与 {filter_field} in ('A','B')"));
         };
+        if filter.as_ref().is_some_and(|filter| filter.field != filter_field) {
+            return query_error(&format!("过滤条件 {filter_text:?} 有误或模拟器不支持；{form_id} 只支持按 {filter_field} 过滤"));
+        }
+        let order_text = data.get("OrderString").and_then(Value::as_str).unwrap_or_default();
+        let order_keys: &[&str] = if base_data { &["FNumber"] } else { &["FID", "FBillNo"] };
+        let Some(order) = parse_order(order_text, order_keys) else {
+            return query_error(&format!("排序条件 {order_text:?} 有误或模拟器不支持；支持 {} 加 ASC 或 DESC", order_keys.join("、")));
+        };
+        let numbers = filter.map(|filter| filter.values);
 
-        let rows = self.rows(form_id, &keys, numbers.as_ref());
-        let start = number_field(&data, "StartRow");
-        let limit = match number_field(&data, "Limit") {
-            0 => QUERY_ROW_CAP,
-            limit => limit.min(QUERY_ROW_CAP),
+        let rows = if base_data {
+            self.base_data_rows(&form_id, &keys, numbers.as_ref(), order)
+        } else {
+            self.rows(&form_id, &keys, numbers.as_ref(), order)
         };
-        let top = match number_field(&data, "TopRowCount") {
+        self.page(&data, rows)
+    }
+
+    /// Applies `TopRowCount`, `StartRow`, `Limit` and the silent row cap.
+    fn page(&self, data: &Map<String, Value>, rows: Vec<Vec<Value>>) -> Value {
+        let cap = self.config.query_row_cap.max(1);
+        let start = number_field(data, "StartRow");
+        let limit = match number_field(data, "Limit") {
+            0 => cap,
+            limit => limit.min(cap),
+        };
+        let top = match number_field(data, "TopRowCount") {
             0 => usize::MAX,
             top => top,
         };
         Value::Array(rows.into_iter().take(top).skip(start).take(limit).map(Value::Array).collect())
     }
 
-    fn rows(&self, form_id: &str, keys: &[String], numbers: Option<&HashSet<String>>) -> Vec<Vec<Value>> {
+    fn rows(&mut self, form_id: &str, keys: &[String], numbers: Option<&HashSet<String>>, order: Option<Order<'_>>) -> Vec<Vec<Value>> {
         let expand_entries = keys.iter().any(|key| ENTRY_KEYS.contains(&key.as_str()));
-        let mut rows = Vec::new();
+        let mut bills: Vec<&StoredBill> = Vec::new();
+        let mut hidden = 0;
         for bill in self.bills.iter().filter(|bill| bill.form_id == form_id) {
             if numbers.is_some_and(|numbers| !numbers.contains(&bill.bill_no)) {
                 continue;
             }
+            if self.config.hidden_bill_nos.contains(&bill.bill_no) {
+                hidden += 1;
+                continue;
+            }
+            bills.push(bill);
+        }
+        if let Some(order) = order {
+            match order.key {
+                "FBillNo" => bills.sort_by(|a, b| a.bill_no.cmp(&b.bill_no).then(a.fid.cmp(&b.fid))),
+                _ => bills.sort_by_key(|bill| bill.fid),
+            }
+            if order.descending {
+                bills.reverse();
+            }
+        }
+
+        let mut rows = Vec::new();
+        for bill in bills {
             let entries: Vec<Value> = match bill.model.get("FBillEntry") {
                 Some(Value::Array(entries)) if expand_entries && !entries.is_empty() => entries.clone(),
                 _ => vec![Value::Null],
@@ -891,7 +964,49 @@ impl SimState {
                 rows.push(keys.iter().map(|key| cell(bill, entry, key)).collect());
             }
         }
+        self.stats.rows_hidden += hidden;
         rows
+    }
+
+    fn base_data_rows(&self, form_id: &str, keys: &[String], numbers: Option<&HashSet<String>>, order: Option<Order<'_>>) -> Vec<Vec<Value>> {
+        let config = &self.config;
+        let set = match form_id {
+            "BD_MATERIAL" => &config.materials,
+            "BD_STOCK" => &config.stocks,
+            "ORG_Organizations" => &config.orgs,
+            "BOS_BillType" => &config.bill_types,
+            _ => &config.stock_statuses,
+        };
+        let mut codes: Vec<&String> = set.iter().filter(|code| numbers.is_none_or(|numbers| numbers.contains(*code))).collect();
+        codes.sort();
+        if order.is_some_and(|order| order.descending) {
+            codes.reverse();
+        }
+        codes.into_iter().map(|code| keys.iter().map(|_| json!(code)).collect()).collect()
+    }
+
+    /// QueryBusinessInfo: the metadata of `STK_StockCountInput`, entities with their field keys.
+    fn business_info(&mut self, request: &Value) -> Value {
+        let form_id = data_object(request).and_then(|data| data.get("FormId").and_then(Value::as_str).map(str::to_string)).unwrap_or_default();
+        self.stats.metadata_queries += 1;
+        if form_id != "STK_StockCountInput" {
+            return status_body(4, &format!("业务对象 {form_id:?} 不存在或模拟器不支持"), None, None);
+        }
+        let omitted = &self.config.omitted_metadata_fields;
+        let fields = |keys: &[&str]| -> Vec<Value> {
+            keys.iter().filter(|key| !omitted.contains(**key)).map(|key| json!({"Key": key, "FieldName": key.to_uppercase()})).collect()
+        };
+        json!({"Result": {
+            "ResponseStatus": {"ErrorCode": 0, "IsSuccess": true, "Errors": [], "SuccessEntitys": [], "SuccessMessages": [], "MsgCode": 0},
+            "NeedReturnData": {
+                "Id": "STK_StockCountInput",
+                "Name": [{"Key": 2052, "Value": "物料盘点作业"}],
+                "Entrys": [
+                    {"Key": "FBillHead", "EntityType": 0, "Fields": fields(&METADATA_HEADER_FIELDS)},
+                    {"Key": "FBillEntry", "EntityType": 1, "Fields": fields(&METADATA_ENTRY_FIELDS)},
+                ],
+            },
+        }})
     }
 }
 
@@ -908,17 +1023,36 @@ fn cell(bill: &StoredBill, entry: &Value, key: &str) -> Value {
     }
 }
 
-/// Parses the supported filters: empty, `FBillNo='X'` and `FBillNo in ('A','B')`, with `''` as
-/// an escaped quote. Returns `Some(None)` for no filter and `None` for anything else.
-fn parse_filter(filter: &str) -> Option<Option<HashSet<String>>> {
+/// Parses an `OrderString` of one key among `keys`, with optional `ASC` or `DESC`. Returns
+/// `Some(None)` for no order and `None` for anything else.
+fn parse_order<'a>(text: &'a str, keys: &[&str]) -> Option<Option<Order<'a>>> {
+    let mut words = text.split_whitespace();
+    let Some(key) = words.next() else { return Some(None) };
+    let descending = match words.next().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("ASC") => false,
+        Some("DESC") => true,
+        Some(_) => return None,
+    };
+    (words.next().is_none() && keys.contains(&key)).then_some(Some(Order { key, descending }))
+}
+
+/// Parses the supported filters: empty, `F='X'` and `F in ('A','B')` for a field name `F`, with
+/// `''` as an escaped quote. Returns `Some(None)` for no filter and `None` for anything else.
+fn parse_filter(filter: &str) -> Option<Option<Filter>> {
     let filter = filter.trim();
     if filter.is_empty() {
         return Some(None);
     }
-    let rest = filter.strip_prefix("FBillNo")?.trim_start();
+    let name_end = filter.find(|c: char| !c.is_ascii_alphanumeric() && c != '_').unwrap_or(filter.len());
+    let field = &filter[..name_end];
+    if field.is_empty() || !field.starts_with('F') {
+        return None;
+    }
+    let rest = filter[name_end..].trim_start();
+    let build = |values: HashSet<String>| Some(Filter { field: field.to_string(), values });
     if let Some(value) = rest.strip_prefix('=') {
         let (number, tail) = parse_quoted(value.trim_start())?;
-        return tail.trim().is_empty().then(|| Some(HashSet::from([number])));
+        return tail.trim().is_empty().then(|| build(HashSet::from([number])));
     }
     let lower = rest.get(..2)?.to_ascii_lowercase();
     if lower != "in" {
@@ -935,7 +1069,7 @@ fn parse_filter(filter: &str) -> Option<Option<HashSet<String>>> {
             continue;
         }
         let after = tail.strip_prefix(')')?;
-        return after.trim().is_empty().then_some(Some(numbers));
+        return after.trim().is_empty().then(|| build(numbers));
     }
 }
 
@@ -1068,18 +1202,32 @@ fn write_state(path: &FsPath, state: &PersistedState) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    fn filter(field: &str, values: &[&str]) -> Option<Option<Filter>> {
+        Some(Some(Filter { field: field.into(), values: values.iter().map(|value| value.to_string()).collect() }))
+    }
+
     #[test]
     fn filter_forms() {
         assert_eq!(parse_filter(""), Some(None));
-        assert_eq!(parse_filter("FBillNo='JST-1'"), Some(Some(HashSet::from(["JST-1".to_string()]))));
-        assert_eq!(parse_filter("FBillNo = 'O''Brien'"), Some(Some(HashSet::from(["O'Brien".to_string()]))));
-        assert_eq!(
-            parse_filter("FBillNo in ('A', 'B')"),
-            Some(Some(HashSet::from(["A".to_string(), "B".to_string()])))
-        );
-        assert_eq!(parse_filter("FBillNo IN ('A')"), Some(Some(HashSet::from(["A".to_string()]))));
-        for bad in ["FBillNo like 'A%'", "FBillNo='A' or 1=1", "FID=1", "FBillNo='A", "FBillNo in ('A'"] {
+        assert_eq!(parse_filter("FBillNo='JST-1'"), filter("FBillNo", &["JST-1"]));
+        assert_eq!(parse_filter("FBillNo = 'O''Brien'"), filter("FBillNo", &["O'Brien"]));
+        assert_eq!(parse_filter("FBillNo in ('A', 'B')"), filter("FBillNo", &["A", "B"]));
+        assert_eq!(parse_filter("FBillNo IN ('A')"), filter("FBillNo", &["A"]));
+        assert_eq!(parse_filter("FNumber in ('CK001','CK002')"), filter("FNumber", &["CK001", "CK002"]));
+        for bad in ["FBillNo like 'A%'", "FBillNo='A' or 1=1", "FID=1", "FBillNo='A", "FBillNo in ('A'", "1=1", "x='A'"] {
             assert_eq!(parse_filter(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn order_forms() {
+        let keys = ["FID", "FBillNo"];
+        assert_eq!(parse_order("", &keys), Some(None));
+        assert_eq!(parse_order("FID ASC", &keys), Some(Some(Order { key: "FID", descending: false })));
+        assert_eq!(parse_order("FBillNo desc", &keys), Some(Some(Order { key: "FBillNo", descending: true })));
+        assert_eq!(parse_order("FID", &keys), Some(Some(Order { key: "FID", descending: false })));
+        for bad in ["FDate ASC", "FID UP", "FID ASC, FBillNo ASC"] {
+            assert_eq!(parse_order(bad, &keys), None, "{bad}");
         }
     }
 

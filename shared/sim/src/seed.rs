@@ -72,7 +72,7 @@ pub fn demo_stocks() -> Vec<String> {
 pub fn demo_warehouses() -> Vec<WarehouseMapping> {
     WAREHOUSES
         .iter()
-        .map(|warehouse| WarehouseMapping { wms_co_id: warehouse.wms_co_id, wh_id: warehouse.wh_id, stock: warehouse.stock.to_string() })
+        .map(|warehouse| WarehouseMapping { wms_co_id: warehouse.wms_co_id, wh_id: warehouse.wh_id, stock: warehouse.stock.to_string(), stock_location: None })
         .collect()
 }
 
@@ -256,6 +256,67 @@ fn serial_numbers(io_id: i64, items: &[CountItem]) -> Vec<SerialNumber> {
     (1..=3).map(|n| SerialNumber { sku_id: first.sku_id.clone(), sn: format!("SN{io_id}{n:02}") }).collect()
 }
 
+/// Returns `confirmed` small confirmed sheets and `other` sheets of other statuses, with ids
+/// from `first_io_id` and `modified` spread evenly over `[start, start + span)` (Asia/Shanghai
+/// wall clock). Every sheet has one item line; the data needs no random generator.
+pub fn bulk_sheets(first_io_id: i64, confirmed: usize, other: usize, start: NaiveDateTime, span: Duration) -> Vec<CountSheet> {
+    let total = confirmed + other;
+    let step = span.num_seconds() / total.max(1) as i64;
+    const OTHER_STATUSES: [&str; 4] = ["WaitConfirm", "Cancelled", "Archive", "Delete"];
+    (0..total)
+        .map(|index| {
+            // Other statuses are interleaved so every window mixes both kinds.
+            let status = if index % (total / other.max(1)).max(1) == 0 && index / (total / other.max(1)).max(1) < other {
+                OTHER_STATUSES[index % OTHER_STATUSES.len()]
+            } else {
+                CONFIRMED
+            };
+            let mut sheet = sheet_with_lines(first_io_id + index as i64, 1, start + Duration::seconds(step * index as i64));
+            sheet.status = status.to_string();
+            sheet
+        })
+        .collect()
+}
+
+/// Returns a confirmed sheet in the main warehouse with `lines` item lines, cycling through the
+/// catalogue.
+pub fn sheet_with_lines(io_id: i64, lines: usize, modified: NaiveDateTime) -> CountSheet {
+    let items = (0..lines)
+        .map(|line| CountItem {
+            ioi_id: Some(io_id * 100_000 + line as i64 + 1),
+            sku_id: demo_sku(line % DEMO_MATERIAL_COUNT + 1),
+            i_id: Some(format!("STYLE-{:04}", line % 100)),
+            name: Some(format!("演示商品 {}", line % DEMO_MATERIAL_COUNT + 1)),
+            properties_value: Some("红色;M".to_string()),
+            r_qty: Some(hundredths(1_000 + line as i64)),
+            qty: Some(hundredths(line as i64 % 7 - 3)),
+            batch_id: None,
+            product_date: None,
+            supplier_id: None,
+            expiration_date: None,
+        })
+        .collect();
+    CountSheet {
+        io_id,
+        io_date: modified.date().and_hms_opt(0, 0, 0),
+        status: CONFIRMED.to_string(),
+        warehouse: Some(WAREHOUSES[0].name.to_string()),
+        wh_id: Some(WAREHOUSES[0].wh_id),
+        wms_co_id: Some(WAREHOUSES[0].wms_co_id),
+        kind: Some("盘点".to_string()),
+        creator_name: Some("张伟".to_string()),
+        remark: None,
+        modified: Some(modified),
+        f_status: Some("Confirmed".to_string()),
+        lock_wh_id: None,
+        lock_wh_name: None,
+        labels: Vec::new(),
+        items,
+        batchs: Vec::new(),
+        sns: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -379,6 +440,18 @@ mod tests {
         assert_eq!(stocks, vec!["CK001", "CK002", "CK003", "CK004"]);
         let mapped: Vec<String> = demo_warehouses().into_iter().map(|warehouse| warehouse.stock).collect();
         assert_eq!(mapped, stocks);
+    }
+
+    #[test]
+    fn bulk_counts_and_spread() {
+        let (start, _) = demo_modified_bounds();
+        let sheets = bulk_sheets(1, 2_000, 200, start, Duration::days(30));
+        assert_eq!(sheets.len(), 2_200);
+        assert_eq!(sheets.iter().filter(|sheet| sheet.is_confirmed()).count(), 2_000);
+        let last = sheets.iter().filter_map(|sheet| sheet.modified).max().unwrap();
+        assert!(last < start + Duration::days(30) && last > start + Duration::days(29), "last modified {last}");
+        let ids: BTreeSet<i64> = sheets.iter().map(|sheet| sheet.io_id).collect();
+        assert_eq!(ids.len(), 2_200);
     }
 
     #[test]

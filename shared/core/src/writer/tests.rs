@@ -8,7 +8,7 @@ use chrono::NaiveDate;
 fn mapping() -> MappingConfig {
     MappingConfig {
         stock_org: "100".into(),
-        warehouses: vec![WarehouseMapping { wms_co_id: 0, wh_id: 1, stock: "CK001".into() }],
+        warehouses: vec![WarehouseMapping { wms_co_id: 0, wh_id: 1, stock: "CK001".into(), stock_location: None }],
         ..MappingConfig::default()
     }
 }
@@ -205,4 +205,191 @@ async fn large_bills_sent_alone() {
     // One call for the large bill, then [1, 2] and [3].
     assert_eq!(harness.target.save_calls(), 3);
     assert_eq!(harness.target.bill_count(), 4);
+}
+
+#[tokio::test]
+async fn changed_after_sync_held_not_saved() {
+    let harness = Harness::new();
+    harness.process(&inbound(&[sheet(1, "SKU-1")])).await;
+    let synced = harness.ledger.get(1).await.unwrap().unwrap();
+
+    let mut edited = sheet(1, "SKU-1");
+    edited.items[0].r_qty = Some(9.into());
+    let report = harness.process(&inbound(&[edited])).await;
+
+    assert!(report.failed_message_ids().is_empty(), "a held sheet is acknowledged, not redelivered");
+    let MessageOutcome::Held { bill, reason } = &report.messages[0].outcome else {
+        panic!("expected Held, got {:?}", report.messages[0].outcome);
+    };
+    assert_eq!(bill.as_ref().map(|bill| bill.number.as_str()), Some("JST-1"));
+    assert_eq!(reason.code, "changed_after_sync");
+    assert!(reason.message_zh.contains("JST-1"));
+    assert!(reason.message_en.contains("JST-1"));
+    assert_eq!(harness.target.save_calls(), 1, "a changed sheet must not reach Kingdee");
+    assert_eq!(harness.target.bill_count(), 1);
+
+    let held = harness.ledger.get(1).await.unwrap().unwrap();
+    assert_eq!(held.state, LedgerState::Changed);
+    assert_eq!(held.content_hash, synced.content_hash, "the synced hash stays");
+    assert_ne!(held.changed_hash, None);
+    assert_ne!(held.changed_hash.as_deref(), Some(synced.content_hash.as_str()));
+    assert_eq!(harness.ledger.list_held(10).await.unwrap(), vec![held]);
+
+    // The same version again: still held, still no save.
+    let again = harness.process(&inbound(&[sheet(1, "SKU-1")])).await;
+    assert!(matches!(again.messages[0].outcome, MessageOutcome::Held { .. }));
+    assert_eq!(harness.target.save_calls(), 1);
+}
+
+#[tokio::test]
+async fn unchanged_redelivery_stays_done() {
+    let harness = Harness::new();
+    harness.process(&inbound(&[sheet(1, "SKU-1")])).await;
+    let report = harness.process(&inbound(&[sheet(1, "SKU-1")])).await;
+
+    assert!(matches!(report.messages[0].outcome, MessageOutcome::AlreadyDone { .. }));
+    assert_eq!(harness.ledger.get(1).await.unwrap().unwrap().state, LedgerState::Done);
+    assert!(harness.ledger.list_held(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn takeover_equal_bill_recorded() {
+    let harness = Harness::new();
+    harness.process(&inbound(&[sheet(1, "SKU-1")])).await;
+    // The ledger lost the record after the save, and an expired claim is left behind.
+    let fresh = Harness { target: harness.target, ..Harness::new() };
+    fresh.ledger.claim(1, "old", Utc::now() - Duration::seconds(1), Utc::now() - Duration::minutes(1)).await.unwrap();
+
+    let report = fresh.process(&inbound(&[sheet(1, "SKU-1")])).await;
+
+    assert!(matches!(report.messages[0].outcome, MessageOutcome::Recovered { .. }), "{:?}", report.messages[0].outcome);
+    assert_eq!(fresh.target.save_calls(), 1);
+    assert_eq!(fresh.ledger.get(1).await.unwrap().unwrap().state, LedgerState::Done);
+}
+
+#[tokio::test]
+async fn takeover_different_bill_held() {
+    let harness = Harness::new();
+    harness.process(&inbound(&[sheet(1, "SKU-1")])).await;
+    let mut model = harness.target.bill("JST-1").unwrap();
+    model["FBillEntry"][0]["FCountQty"] = serde_json::json!("77");
+    harness.target.replace_bill_model("JST-1", model);
+    let fresh = Harness { target: harness.target, ..Harness::new() };
+    fresh.ledger.claim(1, "old", Utc::now() - Duration::seconds(1), Utc::now() - Duration::minutes(1)).await.unwrap();
+
+    let report = fresh.process(&inbound(&[sheet(1, "SKU-1")])).await;
+
+    let MessageOutcome::Held { reason, .. } = &report.messages[0].outcome else {
+        panic!("expected Held, got {:?}", report.messages[0].outcome);
+    };
+    assert_eq!(reason.code, "bill_differs");
+    let detail = reason.detail.as_deref().unwrap();
+    assert!(detail.contains("SKU-1 @ CK001 = 5"), "{detail}");
+    assert!(detail.contains("SKU-1 @ CK001 = 77"), "{detail}");
+    assert!(report.failed_message_ids().is_empty());
+    assert_eq!(fresh.target.save_calls(), 1, "a differing bill must not be saved again");
+    let record = fresh.ledger.get(1).await.unwrap().unwrap();
+    assert_eq!(record.state, LedgerState::Changed);
+    assert_eq!(record.bill.map(|bill| bill.number), Some("JST-1".to_string()));
+}
+
+#[tokio::test]
+async fn duplicate_number_different_bill_held() {
+    let harness = Harness::new();
+    let mut other = sheet(1, "SKU-1");
+    other.items[0].r_qty = Some(3.into());
+    harness.process(&inbound(&[other])).await;
+    let fresh = Harness { target: harness.target, ..Harness::new() };
+
+    let report = fresh.process(&inbound(&[sheet(1, "SKU-1")])).await;
+
+    assert!(matches!(&report.messages[0].outcome, MessageOutcome::Held { reason, .. } if reason.code == "bill_differs"));
+    assert_eq!(fresh.target.bill_count(), 1);
+}
+
+/// Wraps the in-memory target and panics on saves that contain a chosen sheet, or waits before
+/// each save.
+struct FaultyTarget {
+    inner: MemoryBillTarget,
+    panic_on: Option<i64>,
+    save_delay: std::time::Duration,
+}
+
+#[async_trait::async_trait]
+impl BillTarget for FaultyTarget {
+    async fn save_bills(&self, bills: &[Bill]) -> Result<Vec<SaveOutcome>, TargetError> {
+        tokio::time::sleep(self.save_delay).await;
+        if bills.iter().any(|bill| Some(bill.io_id) == self.panic_on) {
+            panic!("injected panic while saving sheet {:?}", self.panic_on);
+        }
+        self.inner.save_bills(bills).await
+    }
+
+    async fn find_bill(&self, form_id: &str, bill_no: &str) -> Result<Option<BillRef>, TargetError> {
+        self.inner.find_bill(form_id, bill_no).await
+    }
+}
+
+#[tokio::test]
+async fn panic_isolated_to_its_group() {
+    let ledger = MemoryLedger::new();
+    let target = FaultyTarget { inner: MemoryBillTarget::new(), panic_on: Some(2), save_delay: std::time::Duration::ZERO };
+    let (mapping, settings) = (mapping(), WriterSettings { batch_size: 1, ..WriterSettings::default() });
+    let writer = Writer { ledger: &ledger, target: &target, mapping: &mapping, settings: &settings };
+    let messages = inbound(&[sheet(1, "SKU-1"), sheet(2, "SKU-2"), sheet(3, "SKU-3")]);
+
+    let report = writer.process(&messages, Utc::now() + Duration::minutes(5)).await;
+
+    assert_eq!(report.failed_message_ids(), vec!["m-2".to_string()]);
+    let MessageOutcome::Failed { retry, reason } = &report.messages[1].outcome else { unreachable!() };
+    assert_eq!(*retry, Retry::Later);
+    assert_eq!(reason.code, "internal_panic");
+    assert_eq!(target.inner.bill_count(), 2);
+    assert_eq!(ledger.get(2).await.unwrap().unwrap().state, LedgerState::Retry, "a panicked save is released for a checked retry");
+    assert_eq!(ledger.get(3).await.unwrap().unwrap().state, LedgerState::Done);
+}
+
+#[tokio::test]
+async fn deadline_runs_out_mid_batch() {
+    let ledger = MemoryLedger::new();
+    let target = FaultyTarget { inner: MemoryBillTarget::new(), panic_on: None, save_delay: std::time::Duration::from_millis(400) };
+    let mapping = mapping();
+    let settings = WriterSettings { batch_size: 1, reserve: Duration::milliseconds(300), ..WriterSettings::default() };
+    let writer = Writer { ledger: &ledger, target: &target, mapping: &mapping, settings: &settings };
+    let messages = inbound(&[sheet(1, "SKU-1"), sheet(2, "SKU-2"), sheet(3, "SKU-3"), sheet(4, "SKU-4")]);
+    let started = Utc::now();
+    let deadline = started + Duration::milliseconds(1_000);
+
+    let report = writer.process(&messages, deadline).await;
+
+    assert!(Utc::now() < deadline, "the writer ran past its deadline");
+    let created = report.messages.iter().filter(|message| matches!(message.outcome, MessageOutcome::Created { .. })).count();
+    assert!((1..4).contains(&created), "expected some but not all bills saved, got {created}");
+    assert_eq!(target.inner.bill_count(), created);
+    for message in report.messages.iter().skip(created) {
+        let MessageOutcome::Failed { retry, reason } = &message.outcome else {
+            panic!("{} should have been deferred, got {:?}", message.message_id, message.outcome);
+        };
+        assert_eq!(*retry, Retry::Later);
+        assert_eq!(reason.code, "deadline");
+        let record = ledger.get(message.io_id.unwrap()).await.unwrap().unwrap();
+        assert_eq!(record.state, LedgerState::Retry, "a deferred sheet must be released");
+    }
+}
+
+#[tokio::test]
+async fn slow_save_cut_off_before_deadline() {
+    let ledger = MemoryLedger::new();
+    let target = FaultyTarget { inner: MemoryBillTarget::new(), panic_on: None, save_delay: std::time::Duration::from_secs(30) };
+    let mapping = mapping();
+    let settings = WriterSettings { reserve: Duration::milliseconds(400), ..WriterSettings::default() };
+    let writer = Writer { ledger: &ledger, target: &target, mapping: &mapping, settings: &settings };
+    let deadline = Utc::now() + Duration::milliseconds(1_000);
+
+    let report = writer.process(&inbound(&[sheet(1, "SKU-1")]), deadline).await;
+
+    assert!(Utc::now() < deadline, "a hung save must be cut off before the deadline");
+    let MessageOutcome::Failed { retry, .. } = &report.messages[0].outcome else { panic!("{:?}", report.messages[0].outcome) };
+    assert_eq!(*retry, Retry::Later);
+    assert_eq!(ledger.get(1).await.unwrap().unwrap().state, LedgerState::Retry);
 }

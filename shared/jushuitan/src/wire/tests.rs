@@ -275,3 +275,33 @@ fn fractional_integer_is_error() {
 fn integral_decimal_reads_as_integer() {
     assert_eq!(sheet(r#"{"io_id":5.0,"status":"Confirmed","wh_id":"4"}"#).unwrap().wh_id, Some(4));
 }
+
+#[test]
+fn legacy_flat_page_decodes() {
+    let body = r#"{"code":0,"issuccess":true,"msg":null,"page_index":1,"page_size":50,"has_next":false,
+        "datas":[{"io_id":"7","status":"Confirmed","modified":"2024-03-01 08:00:00","items":[]}]}"#;
+    let response = decode_legacy(body, 50).unwrap();
+    assert_eq!(response.code, 0);
+    let page = response.page.unwrap();
+    assert!(!page.has_next);
+    assert_eq!(page.sheets.len(), 1);
+    assert_eq!(page.sheets[0].io_id, 7);
+}
+
+#[test]
+fn legacy_error_has_no_page() {
+    let response = decode_legacy(r#"{"code":120,"issuccess":false,"msg":"签名错误"}"#, 50).unwrap();
+    assert_eq!(response.code, 120);
+    assert_eq!(response.msg, "签名错误");
+    assert!(response.page.is_none());
+
+    let unsuccessful = decode_legacy(r#"{"code":0,"issuccess":false,"msg":"失败"}"#, 50).unwrap();
+    assert_ne!(unsuccessful.code, 0, "issuccess false must not read as success");
+    assert!(unsuccessful.page.is_none());
+}
+
+#[test]
+fn legacy_missing_code_rejected() {
+    let error = decode_legacy(r#"{"issuccess":false}"#, 50).unwrap_err();
+    assert!(error.to_string().contains("response.code"), "{error}");
+}

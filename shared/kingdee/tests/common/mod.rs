@@ -41,6 +41,7 @@ pub fn client_config(sim: &KingdeeSim, auth: AuthMode) -> KingdeeConfig {
         app_secret: SecretString::from(defaults.app_secret),
         request_timeout_secs: 10,
         lookup_timeout_secs: 5,
+        busy_backoff_ms: 10,
         ..KingdeeConfig::default()
     }
 }
