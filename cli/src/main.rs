@@ -4,6 +4,7 @@
 mod demo;
 mod failures;
 mod output;
+mod preview;
 mod probe;
 
 use std::path::PathBuf;
@@ -60,6 +61,19 @@ enum Command {
         #[arg(long)]
         bill_no: Option<String>,
     },
+    /// Print the exact Kingdee request of one sheet and every validation problem, without
+    /// saving (预览映射结果).
+    Preview {
+        /// TOML configuration file whose [mapping] section is previewed.
+        #[arg(long, env = "COUNTSYNC_CONFIG_FILE")]
+        config: PathBuf,
+        /// One sheet in JuShuiTan's JSON shape, as inventory.count.query returns it in `datas`.
+        #[arg(long, conflicts_with = "io_id", required_unless_present = "io_id")]
+        sheet_file: Option<PathBuf>,
+        /// Fetch this sheet from JuShuiTan (the simulator with the demo configuration).
+        #[arg(long)]
+        io_id: Option<i64>,
+    },
     /// List, explain and replay failed or held sheets (失败与暂挂的盘点单).
     Failures {
         /// TOML configuration file (local or AWS); without it the demo configuration is used.
@@ -79,6 +93,14 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Sync { config, begin, end, json } => sync(config, FetchRequest { begin, end }, json).await,
         Command::Probe { config, sample_materials, bill_no } => probe::run(&config, sample_materials, bill_no).await,
+        Command::Preview { config, sheet_file, io_id } => {
+            let input = match (&sheet_file, io_id) {
+                (Some(path), _) => preview::SheetInput::File(path),
+                (None, Some(io_id)) => preview::SheetInput::IoId(io_id),
+                (None, None) => unreachable!("clap requires --sheet-file or --io-id"),
+            };
+            preview::run(&config, input).await
+        }
         Command::Failures { config, command } => failures::run(config, DEMO_CONFIG, command).await,
     };
     match result {

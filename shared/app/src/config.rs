@@ -10,7 +10,7 @@ use countsync_core::writer::WriterSettings;
 use countsync_jushuitan::JushuitanConfig;
 use countsync_kingdee::KingdeeConfig;
 use figment::Figment;
-use figment::providers::{Env, Format, Json, Toml};
+use figment::providers::{Env, Format, Json, Serialized, Toml};
 use serde::Deserialize;
 
 /// Prefix of the environment variables that override configuration keys, with `__` between
@@ -24,6 +24,39 @@ pub const SECRETS_FILE_VAR: &str = "COUNTSYNC_SECRETS_FILE";
 pub const CONFIG_PARAMETER_VAR: &str = "COUNTSYNC_CONFIG_PARAMETER";
 /// Environment variable naming the Secrets Manager secret (JSON) merged over it in AWS.
 pub const SECRET_ID_VAR: &str = "COUNTSYNC_SECRET_ID";
+
+/// Merges the `COUNTSYNC_*` variables over `figment` and extracts the configuration.
+///
+/// figment parses variable values, so `COUNTSYNC_MAPPING__STOCK_ORG=200` arrives as a number
+/// where a string code is expected. Such a key is then taken again verbatim as a string, one
+/// key at a time, until the extraction succeeds or fails for another reason.
+fn extract_with_env(figment: Figment) -> Result<Config, ConfigError> {
+    let mut verbatim: Vec<(String, String)> = Vec::new();
+    loop {
+        let skipped: Vec<String> = verbatim.iter().map(|(key, _)| key.replace('.', "__")).collect();
+        // Only variables with a `__` name a key; COUNTSYNC_CONFIG_FILE and its kind do not.
+        let env = Env::prefixed(ENV_PREFIX)
+            .filter(move |key| key.as_str().contains("__") && !skipped.iter().any(|skip| skip == key.as_str()))
+            .split("__");
+        let mut merged = figment.clone().merge(env);
+        for (key, value) in &verbatim {
+            merged = merged.merge(Serialized::default(key, value));
+        }
+
+        let error = match merged.extract::<Config>() {
+            Ok(config) => return Ok(config),
+            Err(error) => error,
+        };
+        let from_env = error.metadata.as_ref().is_some_and(|metadata| metadata.name.contains(ENV_PREFIX));
+        let expects_string = matches!(&error.kind, figment::error::Kind::InvalidType(_, expected) if expected.contains("string"));
+        let key = error.path.join(".");
+        let raw = std::env::var(format!("{ENV_PREFIX}{}", key.replace('.', "__").to_uppercase()));
+        match raw {
+            Ok(value) if from_env && expects_string && !verbatim.iter().any(|(seen, _)| *seen == key) => verbatim.push((key, value)),
+            _ => return Err(ConfigError::Load(Box::new(error))),
+        }
+    }
+}
 
 /// All settings of the sync.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -233,9 +266,7 @@ impl Config {
     }
 
     fn finish(figment: Figment) -> Result<Self, ConfigError> {
-        // Only variables with a `__` name a key; COUNTSYNC_CONFIG_FILE and its kind do not.
-        let env = Env::prefixed(ENV_PREFIX).filter(|key| key.as_str().contains("__")).split("__");
-        let config: Config = figment.merge(env).extract().map_err(Box::new)?;
+        let config = extract_with_env(figment)?;
         config.validate()?;
         Ok(config)
     }

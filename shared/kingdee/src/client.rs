@@ -43,7 +43,7 @@ pub const QUERY_PAGE_LIMIT: usize = 10_000;
 const MAX_QUERY_PAGES: usize = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CallKind {
+pub(crate) enum CallKind {
     Login,
     Write,
     Lookup,
@@ -113,9 +113,9 @@ impl reqwest::cookie::CookieStore for SessionCookies {
 
 /// A response body as received and as classified.
 #[derive(Debug, Clone)]
-struct Reply {
-    response: Response,
-    body: String,
+pub(crate) struct Reply {
+    pub(crate) response: Response,
+    pub(crate) body: String,
 }
 
 /// Kingdee WebAPI client; one instance serves a whole (warm) Lambda and reuses its session.
@@ -183,6 +183,13 @@ impl KingdeeClient {
             return Err(KingdeeError::InvalidRequest(format!(
                 "bills of one BatchSave must share a form id, but {} is {} and {} is {}",
                 first.bill_no, first.form_id, other.bill_no, other.form_id
+            )));
+        }
+        let updates = bills.iter().filter(|bill| crate::operations::is_update(&bill.model)).count();
+        if updates != 0 && updates != bills.len() {
+            return Err(KingdeeError::InvalidRequest(format!(
+                "a BatchSave either creates bills or writes into existing ones, but {updates} of {} bills carry an FID",
+                bills.len()
             )));
         }
         let body = batch_save_body(bills);
@@ -307,7 +314,7 @@ impl KingdeeClient {
 
     /// Sends one call with session handling: a lazy login first, and on MsgCode 1 one reset.
     /// A lookup is re-sent after the reset; a write is not, because it may have run.
-    async fn call(&self, service: &str, body: &Value, kind: CallKind, timeout: Duration) -> Result<Reply, KingdeeError> {
+    pub(crate) async fn call(&self, service: &str, body: &Value, kind: CallKind, timeout: Duration) -> Result<Reply, KingdeeError> {
         let mut was_reset = false;
         loop {
             let (generation, fresh_login) = self.ensure_session().await?;
@@ -471,18 +478,27 @@ impl BillTarget for KingdeeClient {
 
 /// Builds the BatchSave body. `BatchCount` 1 keeps the server from saving bills in parallel,
 /// so bill numbers are checked one bill at a time.
+///
+/// Models that carry a non-zero `FID` write into existing bills (the 盘点方案 write-back): the
+/// body then sets `IsDeleteEntry: false`, so rows not sent stay, and `NeedUpDateFields` to the
+/// keys the models send, so no other field is touched.
 pub fn batch_save_body(bills: &[Bill]) -> Value {
     let models: Vec<Value> = bills.iter().map(|bill| bill.model.clone()).collect();
+    let mut data = json!({
+        "Model": models,
+        "BatchCount": 1,
+        "IsVerifyBaseDataField": true,
+        "ValidateRepeatJson": true,
+        "IsDeleteEntry": true,
+        "NeedReturnFields": ["FID", "FBillNo"],
+    });
+    if bills.iter().any(|bill| crate::operations::is_update(&bill.model)) {
+        data["IsDeleteEntry"] = json!(false);
+        data["NeedUpDateFields"] = json!(crate::operations::update_fields(bills));
+    }
     json!({
         "formid": bills.first().map(|bill| bill.form_id.as_str()).unwrap_or_default(),
-        "data": {
-            "Model": models,
-            "BatchCount": 1,
-            "IsVerifyBaseDataField": true,
-            "ValidateRepeatJson": true,
-            "IsDeleteEntry": true,
-            "NeedReturnFields": ["FID", "FBillNo"],
-        },
+        "data": data,
     })
 }
 
@@ -531,7 +547,7 @@ fn rows_from(response: Response) -> Result<Vec<Vec<Value>>, KingdeeError> {
     }
 }
 
-fn rejected(service: &str, status: &crate::wire::ResponseStatus) -> KingdeeError {
+pub(crate) fn rejected(service: &str, status: &crate::wire::ResponseStatus) -> KingdeeError {
     KingdeeError::Rejected {
         service: service.to_string(),
         msg_code: status.msg_code,
@@ -579,6 +595,6 @@ fn transport_error(service: &str, source: reqwest::Error) -> KingdeeError {
     }
 }
 
-fn unreadable(service: &str, excerpt: &str) -> KingdeeError {
+pub(crate) fn unreadable(service: &str, excerpt: &str) -> KingdeeError {
     KingdeeError::Unreadable { service: service.to_string(), excerpt: excerpt.to_string() }
 }

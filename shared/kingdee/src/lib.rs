@@ -11,6 +11,7 @@
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod operations;
 pub mod outcome;
 pub mod probe;
 pub mod sign;

@@ -104,6 +104,7 @@ pub(crate) fn build_lines<'a>(
     }
 
     let mut unknown_materials = BTreeSet::new();
+    let mut ambiguous_skus = std::collections::HashSet::new();
     let mut lines = Vec::new();
     for (item_index, item) in sheet.items.iter().enumerate() {
         let Some(counted) = item.r_qty else {
@@ -151,6 +152,9 @@ pub(crate) fn build_lines<'a>(
             continue;
         };
         if item_count_by_sku[item.sku_id.as_str()] > 1 {
+            if !ambiguous_skus.insert(item.sku_id.as_str()) {
+                continue;
+            }
             problems.push(problem(
                 "ambiguous_batches",
                 format!("SKU {} 有多条明细行，无法分配批次列表中的批次", item.sku_id),
@@ -257,8 +261,11 @@ fn apply_precision(line: &mut Line<'_>, config: &MappingConfig, problems: &mut V
             ),
         )),
         Rounding::RoundHalfEven => {
+            // The counted and the book quantity are rounded, and the delta is their difference,
+            // so FAcctQty stays the rounded book quantity Kingdee holds.
             let round = |value: Decimal| value.round_dp_with_strategy(places, RoundingStrategy::MidpointNearestEven);
-            let (counted, delta) = (round(line.counted), round(line.delta));
+            let counted = round(line.counted);
+            let delta = counted - round(line.book());
             report.rounded.push(RoundedLine {
                 item_index: line.item_index,
                 ioi_id: line.item.ioi_id,

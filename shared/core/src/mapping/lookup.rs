@@ -29,6 +29,20 @@ pub trait MaterialLookup: Send + Sync {
     async fn find_materials(&self, field: &str, values: &[String]) -> Result<HashMap<String, String>, LookupError>;
 }
 
+#[async_trait]
+impl<T: MaterialLookup + ?Sized> MaterialLookup for &T {
+    async fn find_materials(&self, field: &str, values: &[String]) -> Result<HashMap<String, String>, LookupError> {
+        (**self).find_materials(field, values).await
+    }
+}
+
+#[async_trait]
+impl<T: MaterialLookup + ?Sized> MaterialLookup for std::sync::Arc<T> {
+    async fn find_materials(&self, field: &str, values: &[String]) -> Result<HashMap<String, String>, LookupError> {
+        (**self).find_materials(field, values).await
+    }
+}
+
 /// A [`MaterialLookup`] with an in-memory cache of found and missing codes, kept for the life
 /// of the process (a warm Lambda reuses it).
 pub struct CachedMaterialLookup<L> {

@@ -45,5 +45,12 @@ fn closing_date(message: &str, bill_date: &str) -> Option<String> {
     let chars: Vec<char> = message.chars().collect();
     (0..chars.len().saturating_sub(9))
         .map(|start| chars[start..start + 10].iter().collect::<String>())
-        .find(|candidate| chrono::NaiveDate::parse_from_str(candidate, "%Y-%m-%d").is_ok() && candidate != bill_date)
+        .find(|candidate| is_iso_date(candidate) && candidate != bill_date)
+}
+
+/// Returns whether the text is exactly `yyyy-MM-dd` and a valid date; chrono's parser alone
+/// also accepts leading spaces and one-digit days.
+fn is_iso_date(text: &str) -> bool {
+    let shape = text.char_indices().all(|(index, c)| if index == 4 || index == 7 { c == '-' } else { c.is_ascii_digit() });
+    shape && text.len() == 10 && chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").is_ok()
 }

@@ -546,7 +546,7 @@ fn period_closed_reason_names_date() {
     let reason = period::period_closed_reason(&bill, "单据日期 2024-03-01 早于或等于库存组织 100 的关账日期 2024-03-31，不允许保存").unwrap();
     assert_eq!(reason.code, "period_closed");
     assert!(reason.message_en.contains("2024-03-01"));
-    assert!(reason.message_en.contains("2024-03-31"));
+    assert!(reason.message_en.contains("2024-03-31"), "{}", reason.message_en);
     assert!(period::period_closed_reason(&bill, "物料不存在").is_none());
 }
 
@@ -592,11 +592,14 @@ mod properties {
 
     /// One generated item: SKU index, counted, delta (hundredths), optional item lot, and the
     /// sheet-level lot split of its counted quantity.
-    fn arb_item() -> impl Strategy<Value = (usize, i64, i64, Option<u8>, Vec<i64>)> {
+    /// SKU index, counted and delta in hundredths, item lot, sheet-level lot split.
+    type RawItem = (usize, i64, i64, Option<u8>, Vec<i64>);
+
+    fn arb_item() -> impl Strategy<Value = RawItem> {
         (0usize..6, 0i64..5000, -3000i64..3000, proptest::option::of(0u8..3), proptest::collection::vec(0i64..2000, 0..3))
     }
 
-    fn build(raw: Vec<(usize, i64, i64, Option<u8>, Vec<i64>)>) -> CountSheet {
+    fn build(raw: Vec<RawItem>) -> CountSheet {
         let mut items = Vec::new();
         let mut batchs = Vec::new();
         let mut used_skus = HashSet::new();

@@ -1,0 +1,257 @@
+//! The three target modes, Submit/Audit and the closed period, saved through the real client
+//! into the simulator.
+
+mod common;
+
+use chrono::NaiveDate;
+use common::{MATERIAL, ORG, STOCK, bill, client, sim_config};
+use countsync_core::mapping::lookup::{CachedMaterialLookup, CountBillLookup, prepare_context};
+use countsync_core::mapping::{
+    AfterSave, MappingConfig, MappingContext, MaterialSource, SchemeConfig, Target, WarehouseMapping, map_sheet_bills, map_sheet_with, period,
+};
+use countsync_core::ports::SaveOutcome;
+use countsync_core::sheet::{CountItem, CountSheet};
+use countsync_kingdee::AuthMode;
+use countsync_kingdee::client::batch_save_body;
+use countsync_sim::kingdee::KingdeeSim;
+use serde_json::json;
+
+fn mapping(target: Target) -> MappingConfig {
+    MappingConfig {
+        target,
+        stock_org: ORG.into(),
+        warehouses: vec![WarehouseMapping { wms_co_id: 0, wh_id: 1, stock: STOCK.into(), stock_location: None }],
+        scheme: SchemeConfig { number: "PDFA0001".into(), ..SchemeConfig::default() },
+        ..MappingConfig::default()
+    }
+}
+
+fn item(ioi_id: i64, sku: &str, counted: &str, delta: &str) -> CountItem {
+    CountItem {
+        ioi_id: Some(ioi_id),
+        sku_id: sku.into(),
+        i_id: None,
+        name: None,
+        properties_value: None,
+        r_qty: Some(counted.parse().unwrap()),
+        qty: Some(delta.parse().unwrap()),
+        batch_id: None,
+        product_date: None,
+        supplier_id: None,
+        expiration_date: None,
+    }
+}
+
+fn sheet(io_id: i64, items: Vec<CountItem>) -> CountSheet {
+    CountSheet {
+        io_id,
+        io_date: NaiveDate::from_ymd_opt(2024, 5, 1).unwrap().and_hms_opt(10, 0, 0),
+        status: "Confirmed".into(),
+        warehouse: Some("主仓".into()),
+        wh_id: Some(1),
+        wms_co_id: None,
+        kind: None,
+        creator_name: None,
+        remark: None,
+        modified: None,
+        f_status: None,
+        lock_wh_id: None,
+        lock_wh_name: None,
+        labels: vec![],
+        items,
+        batchs: vec![],
+        sns: vec![],
+    }
+}
+
+fn saved_number(outcome: &SaveOutcome) -> String {
+    match outcome {
+        SaveOutcome::Saved(bill) => bill.number.clone(),
+        other => panic!("expected a saved bill, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn gain_loss_bills_saved() {
+    let sim = KingdeeSim::start(sim_config()).await.unwrap();
+    let kingdee = client(&sim, AuthMode::SignedHeaders);
+    let input = sheet(501, vec![item(1, MATERIAL, "12", "2"), item(2, "SKU-002", "3", "-1")]);
+    let bills = map_sheet_bills(&input, &mapping(Target::GainLoss)).unwrap();
+    assert_eq!(bills.len(), 2);
+
+    for one in &bills {
+        let outcomes = kingdee.batch_save(std::slice::from_ref(one)).await.unwrap();
+        assert_eq!(saved_number(&outcomes[0]), one.bill_no);
+    }
+    let stored = sim.bills();
+    assert_eq!(stored.len(), 2);
+    assert_eq!((stored[0].form_id.as_str(), stored[0].bill_no.as_str()), ("STK_StockCountGain", "JST-501-PY"));
+    assert_eq!((stored[1].form_id.as_str(), stored[1].bill_no.as_str()), ("STK_StockCountLoss", "JST-501-PK"));
+    assert_eq!(stored[1].model["FBillEntry"][0]["FLossQty"], "1");
+    let found = kingdee.find_by_number("STK_StockCountLoss", "JST-501-PK").await.unwrap();
+    assert!(found.is_some());
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn mixed_forms_refused_in_one_call() {
+    let sim = KingdeeSim::start(sim_config()).await.unwrap();
+    let kingdee = client(&sim, AuthMode::SignedHeaders);
+    let bills = map_sheet_bills(&sheet(502, vec![item(1, MATERIAL, "12", "2"), item(2, "SKU-002", "3", "-1")]), &mapping(Target::GainLoss)).unwrap();
+    let error = kingdee.batch_save(&bills).await.unwrap_err();
+    assert!(error.to_string().contains("share a form id"), "{error}");
+    assert_eq!(sim.bill_count(), 0);
+    sim.stop().await;
+}
+
+fn scheme_bill() -> serde_json::Value {
+    let row = |material: &str, qty: &str| {
+        json!({
+            "FMaterialId": {"FNumber": material}, "FStockId": {"FNumber": STOCK}, "FOwnerTypeId": "BD_OwnerOrg",
+            "FOwnerId": {"FNumber": ORG}, "FAcctQty": qty, "FCountQty": "0", "FIsSystem": true,
+        })
+    };
+    json!({
+        "FBillNo": "WLPDZY00000077", "FDate": "2024-05-01", "FBillTypeID": {"FNUMBER": "WLPDZY01_SYS"},
+        "FStockOrgId": {"FNumber": ORG}, "FSource": "1", "FSchemeNo": "PDFA0001", "FBackUpDate": "2024-04-30",
+        "FBillEntry": [row(MATERIAL, "10"), row("SKU-002", "4")],
+    })
+}
+
+#[tokio::test]
+async fn scheme_writeback_updates_counts() {
+    let sim = KingdeeSim::start(sim_config()).await.unwrap();
+    let fid = sim.insert_bill("STK_StockCountInput", "WLPDZY00000077", scheme_bill(), "A");
+    let kingdee = client(&sim, AuthMode::SignedHeaders);
+    let config = mapping(Target::SchemeWriteback);
+    let input = sheet(503, vec![item(1, MATERIAL, "12", "2")]);
+
+    let lookup: &dyn CountBillLookup = &kingdee;
+    let context = prepare_context(&input, &config, None::<&CachedMaterialLookup<countsync_kingdee::KingdeeClient>>, Some(lookup)).await.unwrap();
+    let existing = context.existing.clone().expect("scheme bill found");
+    assert_eq!(existing.fid, fid);
+    assert_eq!(existing.rows.len(), 2);
+    assert!(existing.rows.iter().all(|row| row.is_system));
+
+    let mapped = map_sheet_with(&input, &config, &context).unwrap();
+    let body = batch_save_body(&mapped.bills);
+    assert_eq!(body["data"]["IsDeleteEntry"], false);
+    assert_eq!(body["data"]["NeedUpDateFields"], json!(["FBillEntry", "FCountQty"]));
+    let outcomes = kingdee.batch_save(&mapped.bills).await.unwrap();
+    assert_eq!(saved_number(&outcomes[0]), "WLPDZY00000077");
+
+    let stored = &sim.bills()[0];
+    assert_eq!(sim.bill_count(), 1);
+    let entries = stored.model["FBillEntry"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "the row not sent is kept");
+    assert_eq!(entries[0]["FCountQty"], "12");
+    assert_eq!(entries[0]["FStockId"]["FNumber"], STOCK);
+    assert_eq!(entries[1]["FCountQty"], "0");
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn scheme_writeback_adds_new_row() {
+    let sim = KingdeeSim::start(sim_config()).await.unwrap();
+    let mut model = scheme_bill();
+    model["FBillEntry"] = json!([model["FBillEntry"][0].clone()]);
+    sim.insert_bill("STK_StockCountInput", "WLPDZY00000078", model, "A");
+    let kingdee = client(&sim, AuthMode::SignedHeaders);
+    let config = mapping(Target::SchemeWriteback);
+    let input = sheet(504, vec![item(1, MATERIAL, "9", "-1"), item(2, "SKU-002", "0", "-5")]);
+    let existing = kingdee.find_scheme_bill("STK_StockCountInput", "PDFA0001").await.unwrap();
+    let mapped = map_sheet_with(&input, &config, &MappingContext { existing, ..MappingContext::default() }).unwrap();
+    assert_eq!(mapped.bills[0].model["FBillEntry"][1]["FEntryID"], 0);
+    kingdee.batch_save(&mapped.bills).await.unwrap();
+
+    let entries = sim.bills()[0].model["FBillEntry"].as_array().unwrap().clone();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[1]["FMaterialId"]["FNumber"], "SKU-002");
+    assert_eq!(entries[1]["FCountQty"], "0");
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn system_row_dimensions_refused() {
+    let sim = KingdeeSim::start(sim_config()).await.unwrap();
+    let fid = sim.insert_bill("STK_StockCountInput", "WLPDZY00000079", scheme_bill(), "A");
+    let kingdee = client(&sim, AuthMode::SignedHeaders);
+    let existing = kingdee.find_scheme_bill("STK_StockCountInput", "PDFA0001").await.unwrap().unwrap();
+    let mut changed = bill(505, MATERIAL);
+    changed.bill_no = "WLPDZY00000079".into();
+    changed.model = json!({"FID": fid, "FBillEntry": [{"FEntryID": existing.rows[0].entry_id, "FStockId": {"FNumber": "CK999"}, "FCountQty": "1"}]});
+    let outcomes = kingdee.batch_save(&[changed]).await.unwrap();
+    let SaveOutcome::Rejected(rejection) = &outcomes[0] else { panic!("expected a rejection, got {outcomes:?}") };
+    assert!(rejection.message.contains("FStockId"), "{}", rejection.message);
+    assert_eq!(sim.bills()[0].model["FBillEntry"][0]["FStockId"]["FNumber"], STOCK);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn submit_and_audit_repeatable() {
+    let sim = KingdeeSim::start(sim_config()).await.unwrap();
+    let kingdee = client(&sim, AuthMode::SignedHeaders);
+    let one = bill(506, MATERIAL);
+    kingdee.batch_save(std::slice::from_ref(&one)).await.unwrap();
+    let numbers = vec![one.bill_no.clone()];
+    assert_eq!(sim.bills()[0].document_status, "A");
+
+    let error = kingdee.audit(&one.form_id, &numbers).await.unwrap_err();
+    assert!(error.to_string().contains("未提交"), "{error}");
+    kingdee.after_save(&one.form_id, &numbers, AfterSave::Submit).await.unwrap();
+    assert_eq!(sim.bills()[0].document_status, "B");
+    kingdee.after_save(&one.form_id, &numbers, AfterSave::Audit).await.unwrap();
+    assert_eq!(sim.bills()[0].document_status, "C");
+    kingdee.after_save(&one.form_id, &numbers, AfterSave::Audit).await.unwrap();
+    kingdee.after_save(&one.form_id, &numbers, AfterSave::Submit).await.unwrap();
+    assert_eq!(sim.bills()[0].document_status, "C");
+    let statuses = kingdee.document_statuses(&one.form_id, &numbers).await.unwrap();
+    assert_eq!(statuses.get(&one.bill_no).map(String::as_str), Some("C"));
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn closed_period_reported() {
+    let sim = KingdeeSim::start(sim_config()).await.unwrap();
+    sim.close_period_through(NaiveDate::from_ymd_opt(2024, 5, 31));
+    let kingdee = client(&sim, AuthMode::SignedHeaders);
+    let one = bill(507, MATERIAL);
+    let outcomes = kingdee.batch_save(std::slice::from_ref(&one)).await.unwrap();
+    let SaveOutcome::Rejected(rejection) = &outcomes[0] else { panic!("expected a rejection, got {outcomes:?}") };
+    let reason = period::period_closed_reason(&one, &rejection.message).expect("closed-period message recognized");
+    assert_eq!(reason.code, "period_closed");
+    assert!(reason.message_en.contains("2024-05-01"), "{}", reason.message_en);
+    assert!(reason.message_en.contains("2024-05-31"), "{}", reason.message_en);
+    assert!(reason.message_zh.contains("已关账"));
+
+    sim.close_period_through(None);
+    let outcomes = kingdee.batch_save(std::slice::from_ref(&one)).await.unwrap();
+    assert_eq!(saved_number(&outcomes[0]), one.bill_no);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn material_lookup_by_field_cached() {
+    let mut config = sim_config();
+    config.material_aliases = [("JST-A".to_string(), MATERIAL.to_string())].into();
+    let sim = KingdeeSim::start(config).await.unwrap();
+    let cached = CachedMaterialLookup::new(client(&sim, AuthMode::SignedHeaders));
+    let mut mapping = mapping(Target::CountInput);
+    mapping.materials.source = MaterialSource::KingdeeLookup;
+    mapping.materials.lookup_field = "FOldNumber".into();
+    mapping.validate().unwrap();
+    let input = sheet(508, vec![item(1, "JST-A", "5", "0")]);
+
+    let context = prepare_context(&input, &mapping, Some(&cached), None).await.unwrap();
+    let bills = map_sheet_with(&input, &mapping, &context).unwrap().bills;
+    assert_eq!(bills[0].model["FBillEntry"][0]["FMaterialId"]["FNumber"], MATERIAL);
+    let queries = sim.stats().queries;
+    prepare_context(&input, &mapping, Some(&cached), None).await.unwrap();
+    assert_eq!(sim.stats().queries, queries, "the second lookup is served from the cache");
+
+    let unknown = sheet(509, vec![item(1, "JST-Z", "5", "0")]);
+    let context = prepare_context(&unknown, &mapping, Some(&cached), None).await.unwrap();
+    let error = map_sheet_with(&unknown, &mapping, &context).unwrap_err();
+    assert_eq!(error.problems[0].code, "unknown_material");
+    sim.stop().await;
+}
