@@ -36,7 +36,7 @@ pub async fn run(mut config: Config, request: &FetchRequest) -> anyhow::Result<(
     config.kingdee.app_secret = kingdee_config.app_secret.clone().into();
 
     let state = countsync::runtime::open_state(&config, None).await?;
-    let source = countsync::runtime::open_source(&config)?;
+    let source = countsync::runtime::open_source(&config).await?;
     let target = countsync::runtime::open_target(&config)?;
     let summary = local::run(&config, source.as_ref(), target.as_ref(), &state, request, chrono::Utc::now()).await?;
     Ok((summary, Some(kingdee.bill_count())))

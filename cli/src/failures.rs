@@ -132,14 +132,14 @@ async fn replay(config: Config, state: &State, io_ids: &[i64]) -> anyhow::Result
     if config.queue.backend == QueueBackend::Sqs {
         let sdk = runtime::aws_sdk_config().await;
         let queue = runtime::open_sqs_queue(&config, &sdk)?;
-        let source = runtime::open_source(&config)?;
+        let source = runtime::open_source(&config).await?;
         let summary = local::replay_to_queue(source.as_ref(), state.ledger.as_ref(), queue.as_ref(), io_ids).await?;
         print_replay(&summary, true);
         return Ok(ExitCode::SUCCESS);
     }
 
     let (_simulators, config) = simulators_if_demo(config).await?;
-    let source: Arc<dyn SheetSource> = runtime::open_source(&config)?;
+    let source: Arc<dyn SheetSource> = runtime::open_source(&config).await?;
     let target: Arc<dyn BillTarget> = runtime::open_target(&config)?;
     let summary = local::replay_local(&config, source.as_ref(), target.as_ref(), state, io_ids).await?;
     print_replay(&summary, false);

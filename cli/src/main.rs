@@ -121,7 +121,7 @@ async fn sync(config_file: Option<PathBuf>, request: FetchRequest, json: bool) -
         demo::run(config, &request).await?
     } else {
         let state = countsync::runtime::open_state(&config, None).await?;
-        let source = countsync::runtime::open_source(&config)?;
+        let source = countsync::runtime::open_source(&config).await?;
         let target = countsync::runtime::open_target(&config)?;
         let summary = countsync::local::run(&config, source.as_ref(), target.as_ref(), &state, &request, Utc::now()).await?;
         (summary, None)

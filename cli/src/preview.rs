@@ -72,7 +72,7 @@ async fn fetch_sheet(config: &mut Config, io_id: i64) -> anyhow::Result<CountShe
     } else {
         config.jushuitan.validate().map_err(|error| anyhow::anyhow!("jushuitan: {error}"))?;
     }
-    let source = countsync::runtime::open_source(config)?;
+    let source = countsync::runtime::open_source(config).await?;
     let sheets = source.fetch_by_ids(&[io_id]).await.map_err(|error| anyhow::anyhow!("{error}"))?;
     drop(simulator);
     sheets.into_iter().find(|sheet| sheet.io_id == io_id).ok_or_else(|| anyhow::anyhow!("{}", t!("preview.not_found", io_id = io_id)))

@@ -41,7 +41,7 @@ pub async fn run(config_file: &Path, sample_materials: usize, bill_no: Option<St
 /// Reads up to `count` distinct SKUs from the confirmed sheets JuShuiTan changed in the last 7
 /// days (first page only).
 async fn sample_skus(config: &Config, count: usize) -> anyhow::Result<Vec<String>> {
-    let source = countsync::runtime::open_source(config)?;
+    let source = countsync::runtime::open_source(config).await?;
     let now = Utc::now();
     let query = SheetQuery {
         window: Window { begin: now - MAX_WINDOW, end: now },

@@ -291,7 +291,7 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let (queue_url, dlq_url) = create_queues(&sqs, &suffix, options.visibility_secs).await?;
     let target = countsync::runtime::open_target(&config)?;
-    let source = countsync::runtime::open_source(&config)?;
+    let source = countsync::runtime::open_source(&config).await?;
 
     let pipeline = Arc::new(Pipeline {
         config,

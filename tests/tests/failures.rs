@@ -25,7 +25,7 @@ async fn failures_listed_replayed_and_held() {
     assert!(!unmapped.is_empty(), "the data set must use the removed warehouse");
 
     let state = runtime::open_state(&config, None).await.unwrap();
-    let source = runtime::open_source(&config).unwrap();
+    let source = runtime::open_source(&config).await.unwrap();
     let target = runtime::open_target(&config).unwrap();
     let first = countsync::local::run(&config, source.as_ref(), target.as_ref(), &state, &FetchRequest::default(), Utc::now()).await.unwrap();
     assert_eq!(first.failed.len(), unmapped.len());

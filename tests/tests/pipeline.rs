@@ -34,7 +34,7 @@ async fn demo_data_synced_exactly_once() {
     let config = peers.local_config(&folder.path().join("state.sqlite")).unwrap();
 
     let state = runtime::open_state(&config, None).await.unwrap();
-    let source = runtime::open_source(&config).unwrap();
+    let source = runtime::open_source(&config).await.unwrap();
     let target = runtime::open_target(&config).unwrap();
 
     let first = countsync::local::run(&config, source.as_ref(), target.as_ref(), &state, &FetchRequest::default(), Utc::now())

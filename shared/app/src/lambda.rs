@@ -6,8 +6,10 @@ use std::sync::Arc;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use countsync_core::fetcher::{FetchReport, FetchRequest, Fetcher};
-use countsync_core::ports::{BillTarget, IdempotencyLedger, SheetQueue, SheetSource, WatermarkStore};
+use countsync_core::ports::{BillTarget, IdempotencyLedger, SheetQueue, WatermarkStore};
 use countsync_core::writer::{InboundMessage, MessageOutcome, WriteReport, Writer};
+use countsync_jushuitan::JushuitanClient;
+use countsync_kingdee::KingdeeClient;
 use lambda_runtime::{Context, LambdaEvent};
 use serde::Deserialize;
 use serde_json::Value;
@@ -33,7 +35,8 @@ pub struct FetcherEvent {
 /// Cold-start state of the fetcher function.
 pub struct FetcherApp {
     pub config: Config,
-    pub source: Arc<dyn SheetSource>,
+    /// Shared by the invocations of a warm function; each run takes its own call budget.
+    pub jushuitan: JushuitanClient,
     pub queue: Arc<dyn SheetQueue>,
     pub watermarks: Arc<dyn WatermarkStore>,
 }
@@ -45,7 +48,7 @@ impl FetcherApp {
         let config = Config::load_from_aws(&sdk).await?;
         let state = runtime::open_state(&config, Some(&sdk)).await?;
         Ok(Self {
-            source: runtime::open_source(&config)?,
+            jushuitan: runtime::open_jushuitan(&config).await?,
             queue: runtime::open_sqs_queue(&config, &sdk)?,
             watermarks: state.watermarks,
             config,
@@ -62,8 +65,9 @@ impl FetcherApp {
         let now = Utc::now();
         let request = FetchRequest { begin: input.begin, end: input.end };
         let settings = self.config.fetch_settings(now);
+        let source = self.jushuitan.for_run();
         let fetcher = Fetcher {
-            source: self.source.as_ref(),
+            source: &source,
             queue: self.queue.as_ref(),
             watermarks: self.watermarks.as_ref(),
             settings: &settings,
@@ -89,6 +93,9 @@ pub struct WriterApp {
     pub config: Config,
     pub target: Arc<dyn BillTarget>,
     pub ledger: Arc<dyn IdempotencyLedger>,
+    /// The Kingdee client behind `target`, told each invocation's deadline so that no save
+    /// outlives the function; `None` when `target` is another implementation.
+    pub kingdee: Option<Arc<KingdeeClient>>,
 }
 
 impl WriterApp {
@@ -97,7 +104,8 @@ impl WriterApp {
         let sdk = runtime::aws_sdk_config().await;
         let config = Config::load_from_aws(&sdk).await?;
         let state = runtime::open_state(&config, Some(&sdk)).await?;
-        Ok(Self { target: runtime::open_target(&config)?, ledger: state.ledger, config })
+        let kingdee = Arc::new(KingdeeClient::new(config.kingdee.clone())?);
+        Ok(Self { target: kingdee.clone(), kingdee: Some(kingdee), ledger: state.ledger, config })
     }
 
     /// Saves the batch and names exactly the failed messages, so SQS redelivers only those.
@@ -122,6 +130,9 @@ impl WriterApp {
     }
 
     pub async fn write(&self, messages: &[InboundMessage], deadline: DateTime<Utc>) -> WriteReport {
+        if let Some(kingdee) = &self.kingdee {
+            kingdee.set_save_deadline(Some(deadline));
+        }
         let settings = self.config.writer_settings();
         let writer = Writer {
             ledger: self.ledger.as_ref(),

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use countsync_aws::{DynamoState, SqsQueue};
 use countsync_core::memory::MemoryQueue;
-use countsync_core::ports::{BillTarget, IdempotencyLedger, SheetQueue, SheetSource, WatermarkStore};
+use countsync_core::ports::{BillTarget, IdempotencyLedger, SheetQueue, SheetSource, WatermarkStore, TokenStore};
 use countsync_embedded::SqliteState;
-use countsync_jushuitan::JushuitanClient;
+use countsync_jushuitan::{JushuitanClient, TokenMode};
 use countsync_kingdee::KingdeeClient;
 
 use crate::config::{Config, QueueBackend, StateBackend};
@@ -56,8 +56,36 @@ pub fn memory_queue() -> Arc<MemoryQueue> {
     Arc::new(MemoryQueue::new())
 }
 
-pub fn open_source(config: &Config) -> anyhow::Result<Arc<dyn SheetSource>> {
-    Ok(Arc::new(JushuitanClient::new(config.jushuitan.clone())?))
+/// Opens the JuShuiTan client. With `token_mode` `merchant` or `isv` the token pair lives in the
+/// state backend, so that one refresher at a time replaces it.
+pub async fn open_source(config: &Config) -> anyhow::Result<Arc<dyn SheetSource>> {
+    Ok(Arc::new(open_jushuitan(config).await?))
+}
+
+/// Opens the JuShuiTan client itself, for a process that runs several fetches: each run takes
+/// [`JushuitanClient::for_run`] so that the call budget applies per run.
+pub async fn open_jushuitan(config: &Config) -> anyhow::Result<JushuitanClient> {
+    if config.jushuitan.token_mode == TokenMode::Static {
+        return Ok(JushuitanClient::new(config.jushuitan.clone())?);
+    }
+    let tokens = open_token_store(config).await?;
+    Ok(JushuitanClient::with_token_store(config.jushuitan.clone(), tokens)?)
+}
+
+/// Opens the token store of the state backend named by `[state]`.
+pub async fn open_token_store(config: &Config) -> anyhow::Result<Arc<dyn TokenStore>> {
+    match config.state.backend {
+        StateBackend::Sqlite => {
+            if let Some(folder) = config.state.path.parent() {
+                std::fs::create_dir_all(folder)?;
+            }
+            Ok(Arc::new(SqliteState::open(&config.state.path)?))
+        }
+        StateBackend::Dynamodb => {
+            let sdk = aws_sdk_config().await;
+            Ok(Arc::new(DynamoState::new(aws_sdk_dynamodb::Client::new(&sdk), config.state.table.clone())))
+        }
+    }
 }
 
 pub fn open_target(config: &Config) -> anyhow::Result<Arc<dyn BillTarget>> {

@@ -5,6 +5,7 @@ mod dynamo;
 mod error;
 mod item;
 mod sqs;
+mod token;
 
 pub use dynamo::DynamoState;
 pub use error::classify;

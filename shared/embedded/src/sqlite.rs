@@ -15,6 +15,8 @@ use rusqlite::types::Type;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 use tracing::{debug, warn};
 
+mod token;
+
 /// Version stored in `PRAGMA user_version` by this schema. Version 2 added the `changed` state,
 /// `changed_hash` and the `run_lease` table; [`migrate_v1`] upgrades a version 1 file.
 const SCHEMA_VERSION: i64 = 2;
