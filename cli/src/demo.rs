@@ -9,7 +9,7 @@ use countsync_sim::seed;
 use rust_i18n::t;
 
 /// Starts both simulators, points the configuration at them and runs the sync. Returns the
-/// summary and the number of bills the Kingdee simulator holds afterwards.
+/// summary and the number of bills the Kingdee simulator contains afterwards.
 pub async fn run(mut config: Config, request: &FetchRequest) -> anyhow::Result<(LocalSummary, Option<usize>)> {
     std::fs::create_dir_all(&config.simulator.state_dir)?;
 

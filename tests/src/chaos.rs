@@ -439,14 +439,17 @@ async fn expire_sessions(pipeline: Arc<Pipeline>, peers: Arc<Peers>) {
 async fn worker(pipeline: Arc<Pipeline>) -> anyhow::Result<()> {
     let settings = pipeline.config.writer_settings();
     while !pipeline.stop.load(Ordering::SeqCst) {
-        let received = pipeline
-            .sqs
-            .receive_message()
-            .queue_url(&pipeline.queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await?;
+        let received = pipeline.sqs.receive_message().queue_url(&pipeline.queue_url).max_number_of_messages(10).wait_time_seconds(1).send().await;
+        let received = match received {
+            Ok(received) => received,
+            Err(error) => {
+                // moto returns an HTML error page for some requests under load, and Lambda's poller
+                // retries such receives too.
+                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&error), "sqs receive failed; retrying");
+                tokio::time::sleep(StdDuration::from_secs(1)).await;
+                continue;
+            }
+        };
         let messages = received.messages.unwrap_or_default();
         if messages.is_empty() {
             continue;

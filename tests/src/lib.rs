@@ -20,8 +20,8 @@ pub struct Peers {
 }
 
 impl Peers {
-    /// Starts both simulators: JuShuiTan serves `sheets`, Kingdee knows the demo materials,
-    /// stocks and organization except the materials in `unknown_materials`.
+    /// Starts both simulators: JuShuiTan serves `sheets`, Kingdee accepts the demo materials,
+    /// stocks and organization, less the materials in `unknown_materials`.
     pub async fn start(sheets: Vec<CountSheet>, unknown_materials: &[&str]) -> anyhow::Result<Self> {
         let jst_config = JstSimConfig::default();
         let jst = JstSim::start(jst_config.clone(), sheets).await?;

@@ -20,7 +20,7 @@ pub const ENV_PREFIX: &str = "COUNTSYNC_";
 pub const CONFIG_FILE_VAR: &str = "COUNTSYNC_CONFIG_FILE";
 /// Environment variable naming a second TOML file with secrets, merged over the first.
 pub const SECRETS_FILE_VAR: &str = "COUNTSYNC_SECRETS_FILE";
-/// Environment variable naming the SSM parameter that holds the TOML configuration in AWS.
+/// Environment variable naming the SSM parameter that contains the TOML configuration in AWS.
 pub const CONFIG_PARAMETER_VAR: &str = "COUNTSYNC_CONFIG_PARAMETER";
 /// Environment variable naming the Secrets Manager secret (JSON) merged over it in AWS.
 pub const SECRET_ID_VAR: &str = "COUNTSYNC_SECRET_ID";
@@ -78,15 +78,15 @@ pub struct Config {
 pub struct FetchConfig {
     /// Watermark name; use one per JuShuiTan tenant when several share a table.
     pub stream: String,
-    /// Where the first run starts when no watermark is stored (RFC 3339). When unset, the first
-    /// run starts `initial_lookback_days` before now.
+    /// Start of the first run when no watermark is stored (RFC 3339). When unset, the first run
+    /// starts `initial_lookback_days` before now.
     pub start: Option<DateTime<Utc>>,
     pub initial_lookback_days: i64,
     /// Seconds a run stays behind now, so sheets that become visible late are read next time.
     pub lag_secs: i64,
     /// Seconds before the watermark a run starts again, to re-read sheets on the seam.
     pub overlap_secs: i64,
-    /// Longest query window in hours; JuShuiTan accepts at most 168 (7 days).
+    /// Maximum query window in hours; JuShuiTan accepts at most 168 (7 days).
     pub window_hours: i64,
     pub max_windows_per_run: usize,
 }
@@ -113,7 +113,7 @@ pub struct WriterConfig {
     pub batch_size: usize,
     /// Bills with more entry rows than this go in a BatchSave of their own.
     pub large_bill_entries: usize,
-    /// Longest idempotency claim, in seconds.
+    /// Maximum idempotency claim, in seconds.
     pub lease_secs: i64,
     /// Seconds kept free before the invocation deadline; no save starts later.
     pub reserve_secs: i64,
@@ -181,7 +181,7 @@ pub struct QueueConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct SimulatorConfig {
     pub enabled: bool,
-    /// Folder for the Kingdee simulator's saved bills, so a second run sees the first's.
+    /// Folder for the Kingdee simulator's saved bills, so a second run finds the first run's bills.
     pub state_dir: PathBuf,
 }
 

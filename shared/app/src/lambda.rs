@@ -22,8 +22,8 @@ use crate::runtime;
 const DEFAULT_TIME_BUDGET: Duration = Duration::minutes(5);
 
 /// Input of the fetcher. EventBridge Scheduler delivers only the schedule's `Input`, such as
-/// `{"scheduled_time": "…"}`; an empty object runs from the watermark too, and `begin` with
-/// `end` (RFC 3339) back-fills that range without touching the watermark.
+/// `{"scheduled_time": "…"}`. An empty object also runs from the watermark. `begin` with `end`
+/// (RFC 3339) back-fills that range without touching the watermark.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct FetcherEvent {
@@ -93,8 +93,8 @@ pub struct WriterApp {
     pub config: Config,
     pub target: Arc<dyn BillTarget>,
     pub ledger: Arc<dyn IdempotencyLedger>,
-    /// The Kingdee client behind `target`, told each invocation's deadline so that no save
-    /// outlives the function; `None` when `target` is another implementation.
+    /// The Kingdee client behind `target`. It receives each invocation's deadline so that no
+    /// save outlives the function. `None` when `target` is another implementation.
     pub kingdee: Option<Arc<KingdeeClient>>,
 }
 

@@ -22,7 +22,7 @@ const MAX_DELIVERIES: u32 = 5;
 /// Time budget of one writer batch, as a Lambda timeout would set.
 const BATCH_BUDGET: Duration = Duration::minutes(5);
 
-/// What one local run did.
+/// Counts and failures of one local run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LocalSummary {
     pub fetch: FetchReport,
