@@ -225,7 +225,9 @@ impl IdempotencyLedger for MemoryLedger {
 }
 
 /// Kingdee stand-in: keeps bills by number, enforces bill-number uniqueness, rejects bills that
-/// name a material from `unknown_materials`, and can fail saves after committing them.
+/// name a material from `unknown_materials` or are dated in a closed period, rejects a BatchSave
+/// that mixes forms, records after-save calls, looks materials up in a table, and can fail saves
+/// after committing them.
 #[derive(Debug, Default)]
 pub struct MemoryBillTarget {
     inner: Mutex<MemoryBillTargetState>,
@@ -239,6 +241,13 @@ struct MemoryBillTargetState {
     fail_after_commit: usize,
     save_calls: usize,
     lookups: usize,
+    /// Last day of the closed period, `yyyy-MM-dd`; bills dated on or before it are rejected.
+    closed_through: Option<String>,
+    after_save_calls: Vec<(String, Vec<String>, crate::mapping::AfterSave)>,
+    /// `BD_MATERIAL` rows for material lookups: lookup field value → material number.
+    materials: HashMap<String, String>,
+    /// Values asked for by each material lookup, in order.
+    material_lookups: Vec<Vec<String>>,
 }
 
 impl MemoryBillTarget {
@@ -280,6 +289,27 @@ impl MemoryBillTarget {
         self.lock().lookups
     }
 
+    /// Closes the stock period through `date` (`yyyy-MM-dd`): bills dated on or before it are
+    /// rejected with Kingdee's closed-period message (MsgCode 11 on `FDate`).
+    pub fn close_period_through(&self, date: &str) {
+        self.lock().closed_through = Some(date.to_string());
+    }
+
+    /// Adds a material whose lookup field holds `value` and whose number is `number`.
+    pub fn add_material(&self, value: &str, number: &str) {
+        self.lock().materials.insert(value.to_string(), number.to_string());
+    }
+
+    /// The values asked for by each material lookup, in call order.
+    pub fn material_lookups(&self) -> Vec<Vec<String>> {
+        self.lock().material_lookups.clone()
+    }
+
+    /// The after-save calls received, in order: form id, bill numbers and action.
+    pub fn after_save_calls(&self) -> Vec<(String, Vec<String>, crate::mapping::AfterSave)> {
+        self.lock().after_save_calls.clone()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, MemoryBillTargetState> {
         self.inner.lock().expect("bill target mutex poisoned")
     }
@@ -301,6 +331,16 @@ impl crate::ports::BillTarget for MemoryBillTarget {
 
         let mut state = self.lock();
         state.save_calls += 1;
+        // Kingdee's BatchSave saves one form per call, and the Kingdee client refuses mixed forms.
+        if let Some(first) = bills.first() {
+            if let Some(other) = bills.iter().find(|bill| bill.form_id != first.form_id) {
+                return Err(crate::ports::TargetError {
+                    message: format!("bills of one BatchSave must share a form id, but {} is {} and {} is {}", first.bill_no, first.form_id, other.bill_no, other.form_id),
+                    retry: Retry::Never,
+                    outcome_unknown: false,
+                });
+            }
+        }
         let mut outcomes = Vec::with_capacity(bills.len());
         for bill in bills {
             if state.bills.contains_key(&bill.bill_no) {
@@ -316,6 +356,15 @@ impl crate::ports::BillTarget for MemoryBillTarget {
                     msg_code: 9,
                     field_name: Some("FMaterialId".into()),
                     message: format!("物料编码 {material} 不存在"),
+                }));
+                continue;
+            }
+            let date = bill.model["FDate"].as_str().unwrap_or_default();
+            if let Some(closed) = state.closed_through.as_deref().filter(|closed| date <= *closed) {
+                outcomes.push(SaveOutcome::Rejected(Rejection {
+                    msg_code: crate::ports::MSG_CODE_VALIDATION,
+                    field_name: Some("FDate".into()),
+                    message: format!("单据日期 {date} 早于或等于库存组织的关账日期 {closed}，该期间已关账，不允许保存。"),
                 }));
                 continue;
             }
@@ -349,6 +398,25 @@ impl crate::ports::BillTarget for MemoryBillTarget {
             .bills
             .get(bill_no)
             .map(|(reference, model)| BillSummary { bill: reference.clone(), entries: Some(entry_summaries(model)) }))
+    }
+
+    async fn after_save(&self, form_id: &str, numbers: &[String], action: crate::mapping::AfterSave) -> Result<(), crate::ports::TargetError> {
+        self.lock().after_save_calls.push((form_id.to_string(), numbers.to_vec(), action));
+        Ok(())
+    }
+
+    fn material_lookup(&self) -> Option<&dyn crate::mapping::lookup::MaterialLookup> {
+        Some(self)
+    }
+}
+
+/// Looks values up in the table of [`MemoryBillTarget::add_material`], whatever the field.
+#[async_trait]
+impl crate::mapping::lookup::MaterialLookup for MemoryBillTarget {
+    async fn find_materials(&self, _field: &str, values: &[String]) -> Result<HashMap<String, String>, crate::mapping::lookup::LookupError> {
+        let mut state = self.lock();
+        state.material_lookups.push(values.to_vec());
+        Ok(values.iter().filter_map(|value| state.materials.get(value).map(|number| (value.clone(), number.clone()))).collect())
     }
 }
 

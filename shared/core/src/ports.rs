@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::Retry;
+use crate::mapping::AfterSave;
+use crate::mapping::lookup::MaterialLookup;
 use crate::sheet::CountSheet;
 use crate::window::Window;
 
@@ -151,6 +153,21 @@ pub trait BillTarget: Send + Sync {
     /// as equal. An adapter that can read the entry rows back overrides this.
     async fn fetch_bill_summary(&self, form_id: &str, bill_no: &str) -> Result<Option<BillSummary>, TargetError> {
         Ok(self.find_bill(form_id, bill_no).await?.map(|bill| BillSummary { bill, entries: None }))
+    }
+
+    /// Runs the operations that `after_save` asks for (Submit, or Submit then Audit) on saved
+    /// bills of one form, by number. Repeating it on bills already in the target status must
+    /// succeed. The default does nothing, for targets without such operations.
+    async fn after_save(&self, form_id: &str, numbers: &[String], action: AfterSave) -> Result<(), TargetError> {
+        let _ = (form_id, numbers, action);
+        Ok(())
+    }
+
+    /// Returns the material lookup of this target, which the writer uses for
+    /// `materials.source = "kingdee_lookup"`. The default has none, so such sheets fail with
+    /// `material_lookup_missing`.
+    fn material_lookup(&self) -> Option<&dyn MaterialLookup> {
+        None
     }
 }
 

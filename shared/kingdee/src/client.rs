@@ -7,6 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use backon::{ExponentialBuilder, Retryable};
+use countsync_core::mapping::AfterSave;
+use countsync_core::mapping::lookup::MaterialLookup;
 use countsync_core::ports::{Bill, BillRef, BillTarget, SaveOutcome, TargetError};
 use reqwest::header::HeaderValue;
 use secrecy::ExposeSecret;
@@ -473,6 +475,18 @@ impl BillTarget for KingdeeClient {
             warn!(form_id, bill_no, error = %error, "kingdee lookup failed");
             error.into_target_error(false)
         })
+    }
+
+    async fn after_save(&self, form_id: &str, numbers: &[String], action: AfterSave) -> Result<(), TargetError> {
+        // The inherent method of the same name sends Submit and Audit and treats a repeat as done.
+        KingdeeClient::after_save(self, form_id, numbers, action).await.map_err(|error| {
+            warn!(form_id, bills = numbers.len(), ?action, error = %error, "kingdee after-save operation failed");
+            error.into_target_error(true)
+        })
+    }
+
+    fn material_lookup(&self) -> Option<&dyn MaterialLookup> {
+        Some(self)
     }
 }
 

@@ -1,5 +1,5 @@
 use super::*;
-use crate::mapping::WarehouseMapping;
+use crate::mapping::{MappingContext, MaterialSource, Target, WarehouseMapping};
 use crate::memory::{MemoryBillTarget, MemoryLedger};
 use crate::ports::{IdempotencyLedger, LedgerState};
 use crate::sheet::{CountItem, CountSheet};
@@ -392,4 +392,275 @@ async fn slow_save_cut_off_before_deadline() {
     let MessageOutcome::Failed { retry, .. } = &report.messages[0].outcome else { panic!("{:?}", report.messages[0].outcome) };
     assert_eq!(*retry, Retry::Later);
     assert_eq!(ledger.get(1).await.unwrap().unwrap().state, LedgerState::Retry);
+}
+
+/// Builds a sheet with one item per `(sku, counted, difference)`, the difference positive for a
+/// gain.
+fn sheet_with_items(io_id: i64, items: &[(&str, i64, i64)]) -> CountSheet {
+    let template = sheet(io_id, "unused").items.remove(0);
+    CountSheet {
+        items: items
+            .iter()
+            .enumerate()
+            .map(|(position, (sku, counted, difference))| CountItem {
+                ioi_id: Some(position as i64 + 1),
+                sku_id: (*sku).into(),
+                r_qty: Some((*counted).into()),
+                qty: Some((*difference).into()),
+                ..template.clone()
+            })
+            .collect(),
+        ..sheet(io_id, "unused")
+    }
+}
+
+fn gain_loss_harness() -> Harness {
+    let mut harness = Harness::new();
+    harness.mapping.target = Target::GainLoss;
+    harness
+}
+
+#[tokio::test]
+async fn closed_period_reason_names_dates() {
+    let harness = Harness::new();
+    harness.target.close_period_through("2026-10-31");
+    let report = harness.process(&inbound(&[sheet(1, "SKU-1")])).await;
+
+    assert_eq!(report.failed_message_ids(), vec!["m-1".to_string()]);
+    let MessageOutcome::Failed { retry, reason } = &report.messages[0].outcome else { panic!("{:?}", report.messages[0].outcome) };
+    assert_eq!(*retry, Retry::Never);
+    assert_eq!(reason.code, "period_closed");
+    assert!(reason.message_zh.contains("2026-10-08"), "{}", reason.message_zh);
+    assert!(reason.message_zh.contains("2026-10-31"), "{}", reason.message_zh);
+    assert!(reason.message_en.contains("2026-10-08"), "{}", reason.message_en);
+    assert!(reason.message_en.contains("2026-10-31"), "{}", reason.message_en);
+    let record = harness.ledger.get(1).await.unwrap().unwrap();
+    assert_eq!(record.state, LedgerState::Failed);
+    assert_eq!(record.reason.unwrap().code, "period_closed");
+    assert_eq!(harness.target.bill_count(), 0);
+}
+
+#[tokio::test]
+async fn open_period_saves_bill() {
+    let harness = Harness::new();
+    harness.target.close_period_through("2026-09-30");
+    let report = harness.process(&inbound(&[sheet(1, "SKU-1")])).await;
+
+    assert!(report.failed_message_ids().is_empty());
+    assert_eq!(harness.target.bill_count(), 1);
+}
+
+#[tokio::test]
+async fn gain_loss_sheet_two_bills_once() {
+    let harness = gain_loss_harness();
+    let messages = inbound(&[sheet_with_items(7, &[("SKU-1", 10, 2), ("SKU-2", 0, -3), ("SKU-3", 5, 0)])]);
+
+    let report = harness.process(&messages).await;
+
+    assert!(report.failed_message_ids().is_empty(), "{:?}", report.messages);
+    let MessageOutcome::Created { bill } = &report.messages[0].outcome else { panic!("{:?}", report.messages[0].outcome) };
+    assert_eq!(bill.number, "JST-7-PY");
+    assert_eq!(harness.target.bill_count(), 2);
+    assert_eq!(harness.target.save_calls(), 2, "gain and loss bills are different forms, so one BatchSave each");
+    assert_eq!(harness.target.bill("JST-7-PY").unwrap()["FBillEntry"][0]["FGainQty"], "2");
+    assert_eq!(harness.target.bill("JST-7-PK").unwrap()["FBillEntry"][0]["FLossQty"], "3");
+    let record = harness.ledger.get(7).await.unwrap().unwrap();
+    assert_eq!(record.state, LedgerState::Done);
+    assert_eq!(record.bill.unwrap().number, "JST-7-PY");
+    assert_eq!(record.attempts, 1);
+
+    let again = harness.process(&messages).await;
+
+    assert!(matches!(again.messages[0].outcome, MessageOutcome::AlreadyDone { .. }), "{:?}", again.messages[0].outcome);
+    assert_eq!(harness.target.bill_count(), 2);
+    assert_eq!(harness.target.save_calls(), 2);
+    assert_eq!(harness.target.lookups(), 0);
+}
+
+#[tokio::test]
+async fn gain_loss_batch_groups_by_form() {
+    let harness = gain_loss_harness();
+    let messages = inbound(&[sheet_with_items(1, &[("SKU-1", 10, 2), ("SKU-2", 0, -3)]), sheet_with_items(2, &[("SKU-3", 4, 1), ("SKU-4", 1, -1)])]);
+
+    let report = harness.process(&messages).await;
+
+    assert!(report.failed_message_ids().is_empty(), "{:?}", report.messages);
+    assert_eq!(harness.target.bill_count(), 4);
+    assert_eq!(harness.target.save_calls(), 2, "one BatchSave per form for the whole batch");
+}
+
+#[tokio::test]
+async fn gain_loss_only_gains_one_bill() {
+    let harness = gain_loss_harness();
+    let report = harness.process(&inbound(&[sheet_with_items(8, &[("SKU-1", 10, 2), ("SKU-2", 4, 0)])])).await;
+
+    assert!(report.failed_message_ids().is_empty(), "{:?}", report.messages);
+    assert_eq!(harness.target.bill_count(), 1);
+    assert!(harness.target.bill("JST-8-PY").is_some());
+    assert!(harness.target.bill("JST-8-PK").is_none());
+    let record = harness.ledger.get(8).await.unwrap().unwrap();
+    assert_eq!(record.state, LedgerState::Done);
+    assert_eq!(record.bill.unwrap().number, "JST-8-PY");
+}
+
+#[tokio::test]
+async fn gain_loss_no_difference_done_without_bill() {
+    let harness = gain_loss_harness();
+    let messages = inbound(&[sheet_with_items(9, &[("SKU-1", 10, 0)])]);
+
+    let report = harness.process(&messages).await;
+
+    let MessageOutcome::Created { bill } = &report.messages[0].outcome else { panic!("{:?}", report.messages[0].outcome) };
+    assert_eq!(bill.number, "");
+    assert_eq!(bill.id, "");
+    assert_eq!(harness.target.bill_count(), 0);
+    assert_eq!(harness.target.save_calls(), 0);
+    let record = harness.ledger.get(9).await.unwrap().unwrap();
+    assert_eq!(record.state, LedgerState::Done);
+    assert!(!record.content_hash.is_empty(), "an empty hash would hide a later change");
+
+    let again = harness.process(&messages).await;
+    assert!(matches!(again.messages[0].outcome, MessageOutcome::AlreadyDone { .. }), "{:?}", again.messages[0].outcome);
+}
+
+#[tokio::test]
+async fn gain_loss_takeover_saves_missing_bill() {
+    let harness = gain_loss_harness();
+    let sheet = sheet_with_items(10, &[("SKU-1", 10, 2), ("SKU-2", 0, -3)]);
+    let messages = inbound(std::slice::from_ref(&sheet));
+    let mapped = map_sheet_with(&sheet, &harness.mapping, &MappingContext::default()).unwrap();
+    harness.target.save_bills(&mapped.bills[..1]).await.unwrap();
+    let past = Utc::now() - Duration::minutes(1);
+    let claim = harness.ledger.claim(10, &sheet_content_hash(&mapped), past, past - Duration::minutes(1)).await.unwrap();
+    assert!(matches!(claim, Claim::Acquired { .. }));
+
+    let report = harness.process(&messages).await;
+
+    assert!(matches!(report.messages[0].outcome, MessageOutcome::Created { .. }), "{:?}", report.messages[0].outcome);
+    assert_eq!(harness.target.bill_count(), 2);
+    assert_eq!(harness.target.lookups(), 2);
+    assert_eq!(harness.ledger.get(10).await.unwrap().unwrap().state, LedgerState::Done);
+}
+
+#[tokio::test]
+async fn gain_loss_one_rejected_fails_sheet() {
+    let harness = gain_loss_harness();
+    harness.target.reject_material("SKU-BAD");
+    let report = harness.process(&inbound(&[sheet_with_items(11, &[("SKU-1", 10, 2), ("SKU-BAD", 0, -3)])])).await;
+
+    assert_eq!(report.failed_message_ids(), vec!["m-11".to_string()]);
+    assert_eq!(harness.target.bill_count(), 1, "BatchSave is not atomic, so the gain bill stays");
+    let record = harness.ledger.get(11).await.unwrap().unwrap();
+    assert_eq!(record.state, LedgerState::Failed);
+    assert_eq!(record.reason.unwrap().code, "kingdee_rejected");
+}
+
+#[tokio::test]
+async fn after_save_runs_per_form() {
+    let mut harness = gain_loss_harness();
+    harness.mapping.after_save = AfterSave::Audit;
+    let messages = inbound(&[sheet_with_items(12, &[("SKU-1", 10, 2), ("SKU-2", 0, -3)])]);
+
+    harness.process(&messages).await;
+    harness.process(&messages).await;
+
+    let calls = harness.target.after_save_calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0], ("STK_StockCountGain".to_string(), vec!["JST-12-PY".to_string()], AfterSave::Audit));
+    assert_eq!(calls[1], ("STK_StockCountLoss".to_string(), vec!["JST-12-PK".to_string()], AfterSave::Audit));
+}
+
+#[tokio::test]
+async fn after_save_none_not_called() {
+    let harness = Harness::new();
+    harness.process(&inbound(&[sheet(1, "SKU-1")])).await;
+
+    assert_eq!(harness.target.bill_count(), 1);
+    assert!(harness.target.after_save_calls().is_empty());
+}
+
+/// A target whose after-save operation always fails.
+struct FailingAfterSave {
+    inner: MemoryBillTarget,
+}
+
+#[async_trait::async_trait]
+impl BillTarget for FailingAfterSave {
+    async fn save_bills(&self, bills: &[Bill]) -> Result<Vec<SaveOutcome>, TargetError> {
+        self.inner.save_bills(bills).await
+    }
+
+    async fn find_bill(&self, form_id: &str, bill_no: &str) -> Result<Option<BillRef>, TargetError> {
+        self.inner.find_bill(form_id, bill_no).await
+    }
+
+    async fn after_save(&self, _form_id: &str, _numbers: &[String], _action: AfterSave) -> Result<(), TargetError> {
+        Err(TargetError { message: "audit rejected".into(), retry: Retry::Never, outcome_unknown: false })
+    }
+}
+
+#[tokio::test]
+async fn after_save_failure_keeps_done() {
+    let ledger = MemoryLedger::new();
+    let target = FailingAfterSave { inner: MemoryBillTarget::new() };
+    let mapping = MappingConfig { after_save: AfterSave::Submit, ..mapping() };
+    let settings = WriterSettings::default();
+    let writer = Writer { ledger: &ledger, target: &target, mapping: &mapping, settings: &settings };
+
+    let report = writer.process(&inbound(&[sheet(1, "SKU-1")]), Utc::now() + Duration::minutes(5)).await;
+
+    assert!(matches!(report.messages[0].outcome, MessageOutcome::Created { .. }), "{:?}", report.messages[0].outcome);
+    assert_eq!(ledger.get(1).await.unwrap().unwrap().state, LedgerState::Done);
+    assert_eq!(target.inner.bill_count(), 1);
+}
+
+#[tokio::test]
+async fn kingdee_lookup_maps_materials() {
+    let mut harness = Harness::new();
+    harness.mapping.materials.source = MaterialSource::KingdeeLookup;
+    harness.target.add_material("SKU-1", "M-001");
+    harness.target.add_material("SKU-2", "M-002");
+    let messages = inbound(&[sheet(1, "SKU-1"), sheet(2, "SKU-2"), sheet(3, "SKU-1")]);
+
+    let report = harness.process(&messages).await;
+
+    assert!(report.failed_message_ids().is_empty(), "{:?}", report.messages);
+    assert_eq!(harness.target.bill("JST-1").unwrap()["FBillEntry"][0]["FMaterialId"]["FNumber"], "M-001");
+    assert_eq!(harness.target.bill("JST-2").unwrap()["FBillEntry"][0]["FMaterialId"]["FNumber"], "M-002");
+    assert_eq!(harness.target.bill("JST-3").unwrap()["FBillEntry"][0]["FMaterialId"]["FNumber"], "M-001");
+    let lookups = harness.target.material_lookups();
+    assert_eq!(lookups, vec![vec!["SKU-1".to_string()], vec!["SKU-2".to_string()]], "a cached SKU is not asked for again");
+}
+
+#[tokio::test]
+async fn kingdee_lookup_unknown_sku_fails() {
+    let mut harness = Harness::new();
+    harness.mapping.materials.source = MaterialSource::KingdeeLookup;
+    let report = harness.process(&inbound(&[sheet(1, "SKU-NEW")])).await;
+
+    assert_eq!(report.failed_message_ids(), vec!["m-1".to_string()]);
+    let record = harness.ledger.get(1).await.unwrap().unwrap();
+    assert_eq!(record.state, LedgerState::Failed);
+    assert_eq!(record.reason.unwrap().code, "unknown_material");
+    assert_eq!(harness.target.bill_count(), 0);
+    assert_eq!(harness.target.save_calls(), 0);
+}
+
+#[tokio::test]
+async fn target_without_lookup_reports_missing() {
+    let ledger = MemoryLedger::new();
+    let target = FailingAfterSave { inner: MemoryBillTarget::new() };
+    let mut mapping = mapping();
+    mapping.materials.source = MaterialSource::KingdeeLookup;
+    let settings = WriterSettings::default();
+    let writer = Writer { ledger: &ledger, target: &target, mapping: &mapping, settings: &settings };
+
+    writer.process(&inbound(&[sheet(1, "SKU-1")]), Utc::now() + Duration::minutes(5)).await;
+
+    let record = ledger.get(1).await.unwrap().unwrap();
+    assert_eq!(record.state, LedgerState::Failed);
+    let reason = record.reason.unwrap();
+    assert_eq!(reason.code, "mapping_failed", "the missing lookup also leaves the material unknown");
+    assert!(reason.message_en.contains("needs the materials looked up in Kingdee first"), "{}", reason.message_en);
+    assert_eq!(target.inner.bill_count(), 0);
 }
