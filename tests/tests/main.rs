@@ -1,8 +1,8 @@
 //! End-to-end scenarios, one module each, in one test binary.
 
-mod kingdee_faults;
-mod jushuitan_faults;
-mod lambda_binaries;
-mod pipeline;
 mod chaos;
 mod failures;
+mod jushuitan_faults;
+mod kingdee_faults;
+mod lambda_binaries;
+mod pipeline;
