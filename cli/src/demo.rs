@@ -1,5 +1,6 @@
 //! Demo mode: the whole sync against the built-in simulators, seeded with a realistic data set.
 
+use anyhow::Context;
 use countsync::Config;
 use countsync::local::{self, LocalSummary};
 use countsync_core::fetcher::FetchRequest;
@@ -8,10 +9,17 @@ use countsync_sim::kingdee::{KingdeeSim, KingdeeSimConfig};
 use countsync_sim::seed;
 use rust_i18n::t;
 
-/// Starts both simulators, points the configuration at them and runs the sync. Returns the
-/// summary and the number of bills the Kingdee simulator contains afterwards.
-pub async fn run(mut config: Config, request: &FetchRequest) -> anyhow::Result<(LocalSummary, Option<usize>)> {
-    std::fs::create_dir_all(&config.simulator.state_dir)?;
+/// The two simulators of the demo; they stop when dropped.
+pub struct Simulators {
+    pub jst: JstSim,
+    pub kingdee: KingdeeSim,
+}
+
+/// Starts both simulators, seeded with the demo data set, and points the configuration's
+/// endpoints and credentials at them. The Kingdee simulator keeps its bills in the configured
+/// state folder, so a later run finds the bills of an earlier one.
+pub async fn start_simulators(mut config: Config) -> anyhow::Result<(Simulators, Config)> {
+    std::fs::create_dir_all(&config.simulator.state_dir).context("creating the simulator state folder")?;
 
     let jst_config = JstSimConfig::default();
     let jst = JstSim::start(jst_config.clone(), seed::demo_sheets()).await?;
@@ -23,7 +31,6 @@ pub async fn run(mut config: Config, request: &FetchRequest) -> anyhow::Result<(
         ..KingdeeSimConfig::default()
     };
     let kingdee = KingdeeSim::start(kingdee_config.clone()).await?;
-    println!("{}", t!("demo.started", jst = jst.base_url(), kingdee = kingdee.server_url()));
 
     config.jushuitan.base_url = jst.base_url();
     config.jushuitan.app_key = jst_config.app_key.clone();
@@ -34,10 +41,18 @@ pub async fn run(mut config: Config, request: &FetchRequest) -> anyhow::Result<(
     config.kingdee.username = kingdee_config.username.clone();
     config.kingdee.app_id = kingdee_config.app_id.clone();
     config.kingdee.app_secret = kingdee_config.app_secret.clone().into();
+    Ok((Simulators { jst, kingdee }, config))
+}
+
+/// Starts both simulators and runs the sync against them. Returns the summary and the number
+/// of bills the Kingdee simulator contains afterwards.
+pub async fn run(config: Config, request: &FetchRequest) -> anyhow::Result<(LocalSummary, Option<usize>)> {
+    let (simulators, config) = start_simulators(config).await?;
+    println!("{}", t!("demo.started", jst = simulators.jst.base_url(), kingdee = simulators.kingdee.server_url()));
 
     let state = countsync::runtime::open_state(&config, None).await?;
     let source = countsync::runtime::open_source(&config).await?;
     let target = countsync::runtime::open_target(&config)?;
     let summary = local::run(&config, source.as_ref(), target.as_ref(), &state, request, chrono::Utc::now()).await?;
-    Ok((summary, Some(kingdee.bill_count())))
+    Ok((summary, Some(simulators.kingdee.bill_count())))
 }

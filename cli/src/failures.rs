@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context;
 use clap::Subcommand;
 use countsync::Config;
 use countsync::config::QueueBackend;
@@ -13,9 +12,6 @@ use countsync::local::{self, ReplaySummary};
 use countsync::runtime::{self, State};
 use countsync_core::ports::{BillTarget, LedgerRecord, LedgerState, SheetSource};
 use countsync_core::writer::MessageOutcome;
-use countsync_sim::jushuitan::{JstSim, JstSimConfig};
-use countsync_sim::kingdee::{KingdeeSim, KingdeeSimConfig};
-use countsync_sim::seed;
 use rust_i18n::t;
 
 /// Held records read at most by `list` and by `replay --reason`/`--all`.
@@ -223,37 +219,13 @@ pub fn advice(code: &str) -> (&'static str, &'static str) {
     }
 }
 
-/// Simulators kept alive for the replay.
-struct Simulators {
-    _jst: JstSim,
-    _kingdee: KingdeeSim,
-}
-
 /// Starts the built-in simulators when the configuration enables them (the demo), as `sync`
-/// does, and points the configuration at them.
-async fn simulators_if_demo(mut config: Config) -> anyhow::Result<(Option<Simulators>, Config)> {
+/// does, and points the configuration at them. The simulators stay alive while the returned
+/// value does.
+async fn simulators_if_demo(config: Config) -> anyhow::Result<(Option<crate::demo::Simulators>, Config)> {
     if !config.simulator.enabled {
         return Ok((None, config));
     }
-    std::fs::create_dir_all(&config.simulator.state_dir).context("creating the simulator state folder")?;
-    let jst_config = JstSimConfig::default();
-    let jst = JstSim::start(jst_config.clone(), seed::demo_sheets()).await?;
-    let kingdee_config = KingdeeSimConfig {
-        materials: seed::demo_materials().into_iter().collect(),
-        stocks: seed::demo_stocks().into_iter().collect(),
-        orgs: [seed::DEMO_STOCK_ORG.to_string()].into_iter().collect(),
-        state_file: Some(config.simulator.state_dir.join("kingdee-simulator.json")),
-        ..KingdeeSimConfig::default()
-    };
-    let kingdee = KingdeeSim::start(kingdee_config.clone()).await?;
-    config.jushuitan.base_url = jst.base_url();
-    config.jushuitan.app_key = jst_config.app_key.clone();
-    config.jushuitan.app_secret = jst_config.app_secret.clone().into();
-    config.jushuitan.access_token = jst_config.access_token.clone().into();
-    config.kingdee.server_url = kingdee.server_url();
-    config.kingdee.acct_id = kingdee_config.acct_id.clone();
-    config.kingdee.username = kingdee_config.username.clone();
-    config.kingdee.app_id = kingdee_config.app_id.clone();
-    config.kingdee.app_secret = kingdee_config.app_secret.clone().into();
-    Ok((Some(Simulators { _jst: jst, _kingdee: kingdee }), config))
+    let (simulators, config) = crate::demo::start_simulators(config).await?;
+    Ok((Some(simulators), config))
 }
