@@ -30,14 +30,6 @@ impl MemoryQueue {
         messages.drain(..count).collect()
     }
 
-    /// Puts messages back at the front, for a retry after a failed attempt.
-    pub fn requeue(&self, returned: Vec<OutgoingMessage>) {
-        let mut messages = self.messages.lock().expect("queue mutex poisoned");
-        for message in returned.into_iter().rev() {
-            messages.push_front(message);
-        }
-    }
-
     pub fn len(&self) -> usize {
         self.messages.lock().expect("queue mutex poisoned").len()
     }
