@@ -21,22 +21,22 @@ pub const MAX_PAGE_SIZE: u32 = 50;
 pub struct FetchSettings {
     /// Watermark key; one per JuShuiTan tenant.
     pub stream: String,
-    /// Where the first run starts when no watermark is stored.
+    /// Start of the first run when no watermark is stored.
     pub initial_start: DateTime<Utc>,
     /// How far behind "now" a run stops, so sheets that become visible late are still read.
     pub lag: Duration,
     /// How far before the watermark a run starts again, so sheets that share a timestamp with
     /// the watermark are read.
     pub overlap: Duration,
-    /// Longest window, at most 7 days.
+    /// Maximum window, at most 7 days.
     pub max_window: Duration,
     pub page_size: u32,
     /// Largest number of windows one run reads; the rest waits for the next run.
     pub max_windows_per_run: usize,
-    /// Largest number of pages one window may have, a guard against a source that never says
+    /// Largest number of pages one window may have, a guard against a source that never returns
     /// `has_next: false`.
     pub max_pages_per_window: u32,
-    /// Longest run lease. A run that stops without releasing its lease (a timeout, a crash)
+    /// Maximum run lease. A run that stops without releasing its lease (a timeout, a crash)
     /// blocks the next runs until then, so it should be about the function timeout.
     pub run_lease: Duration,
 }
@@ -57,7 +57,7 @@ impl Default for FetchSettings {
     }
 }
 
-/// What to fetch: the scheduled run (from the watermark) or an explicit back-fill range.
+/// Fetch range: the scheduled run (from the watermark) or an explicit back-fill range.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FetchRequest {
     /// Back-fill start; when set, `end` must be too and the watermark is left alone.
@@ -144,7 +144,7 @@ impl Fetcher<'_> {
         let holder = uuid::Uuid::new_v4().to_string();
         let until = now + self.settings.run_lease;
         if let RunLease::Held { holder: other, until } = self.watermarks.acquire_run_lease(stream, &holder, until, now).await? {
-            info!(stream, other_run = %other, %until, "another fetch run holds the run lease; exiting");
+            info!(stream, other_run = %other, %until, "run lease taken by another fetch run; exiting");
             let watermark = self.watermarks.load(stream).await?;
             return Ok(FetchReport { watermark, skipped_lease_held_until: Some(until), ..Default::default() });
         }

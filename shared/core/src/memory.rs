@@ -287,17 +287,17 @@ impl MemoryBillTarget {
         self.lock().closed_through = Some(date.to_string());
     }
 
-    /// Adds a material whose lookup field holds `value` and whose number is `number`.
+    /// Adds a material whose lookup field contains `value` and whose number is `number`.
     pub fn add_material(&self, value: &str, number: &str) {
         self.lock().materials.insert(value.to_string(), number.to_string());
     }
 
-    /// The values asked for by each material lookup, in call order.
+    /// Returns the values requested by each material lookup, in call order.
     pub fn material_lookups(&self) -> Vec<Vec<String>> {
         self.lock().material_lookups.clone()
     }
 
-    /// The after-save calls received, in order: form id, bill numbers and action.
+    /// Returns the after-save calls received, in order: form id, bill numbers and action.
     pub fn after_save_calls(&self) -> Vec<(String, Vec<String>, crate::mapping::AfterSave)> {
         self.lock().after_save_calls.clone()
     }

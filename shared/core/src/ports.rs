@@ -38,7 +38,7 @@ pub struct SheetPage {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct SourceError {
-    /// JuShuiTan `code` when the API answered, `None` for transport failures.
+    /// JuShuiTan `code` when the API responded, `None` for transport failures.
     pub code: Option<i64>,
     pub message: String,
     pub retry: Retry,
@@ -145,7 +145,7 @@ pub trait BillTarget: Send + Sync {
     async fn save_bills(&self, bills: &[Bill]) -> Result<Vec<SaveOutcome>, TargetError>;
 
     /// Looks a bill up by number. `Ok(None)` means the query ran and returned no row; an error
-    /// means the answer is unknown, never that the bill is absent.
+    /// means the bill's state is unknown, never that the bill is absent.
     async fn find_bill(&self, form_id: &str, bill_no: &str) -> Result<Option<BillRef>, TargetError>;
 
     /// Looks a bill up by number and returns what the writer can compare with the bill it would
@@ -311,14 +311,14 @@ pub fn decide_run_lease(existing: Option<(&str, DateTime<Utc>)>, now: DateTime<U
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LedgerState {
-    /// A writer holds the sheet until `lease_until`.
+    /// A writer owns the sheet until `lease_until`.
     Claimed,
     /// The bill exists in Kingdee; `bill` is set.
     Done,
     /// A previous attempt ended without a known result (timeout, retryable rejection): the next
     /// claimer must look the bill up before saving.
     Retry,
-    /// Kingdee or the mapping rejected the sheet; `reason` says why.
+    /// Kingdee or the mapping rejected the sheet; `reason` gives the cause.
     Failed,
     /// Held for an operator: the sheet has a bill, but a later version with different content
     /// arrived (`changed_hash`), or Kingdee has a bill with this number that differs from the
@@ -349,7 +349,7 @@ impl LedgerState {
     }
 }
 
-/// Why a sheet failed, in words for an operator.
+/// Cause of a sheet's failure, in words for an operator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailureReason {
     /// Stable machine-readable kind, e.g. `unknown_warehouse` or `kingdee_rejected`.
@@ -388,7 +388,7 @@ pub enum Claim {
     Acquired { token: String, check_first: bool },
     /// The bill already exists; nothing to do.
     Done(LedgerRecord),
-    /// Another writer holds a live claim.
+    /// Another writer has a live claim.
     Busy { lease_until: DateTime<Utc> },
     /// The sheet is held for an operator (`changed`): this version differs from the synced one.
     /// The claim stored the hold if the record was `done`. Nothing to save.

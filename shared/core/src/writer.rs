@@ -27,7 +27,7 @@ pub struct WriterSettings {
     pub batch_size: usize,
     /// Bills with more entry rows than this are sent in a BatchSave of their own.
     pub large_bill_entries: usize,
-    /// Longest claim; a claim never outlives the invocation deadline plus this margin.
+    /// Maximum claim. A claim never outlives the invocation deadline plus `reserve`.
     pub lease: Duration,
     /// Time kept free before the deadline: no new save starts later than this.
     pub reserve: Duration,
@@ -51,7 +51,7 @@ pub struct InboundMessage {
     pub body: String,
 }
 
-/// What happened to one message.
+/// Outcome of one message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum MessageOutcome {
@@ -313,7 +313,7 @@ impl Writer<'_> {
                 return Err((Some(io_id), MessageOutcome::Held { bill: record.bill, reason: held_reason }));
             }
             Claim::Busy { lease_until } => {
-                info!(io_id, %lease_until, "another writer holds the sheet; retrying later");
+                info!(io_id, %lease_until, "sheet claimed by another writer; retrying later");
                 return Err((Some(io_id), failed(Retry::Later, reason("claimed_elsewhere", "另一个写入进程正在处理该盘点单，稍后重试", "another writer is saving this sheet; retrying later", None))));
             }
             Claim::Acquired { token, check_first } => (token, check_first),

@@ -447,3 +447,31 @@ pub async fn ledger_list_held_failed_and_changed(ledger: &dyn IdempotencyLedger)
     assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "records must be ordered by io_id");
     assert!(ledger.list_held(1).await.unwrap().len() <= 1, "the limit must be kept");
 }
+
+fn token(access: &str, version: u64) -> countsync_core::ports::StoredToken {
+    countsync_core::ports::StoredToken {
+        access_token: access.into(),
+        refresh_token: format!("refresh-{access}"),
+        expires_at: Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap() + Duration::milliseconds(250),
+        version,
+    }
+}
+
+/// The token pair is replaced only over the version the refresher read, one pair per app key.
+pub async fn token_replaced_only_over_read_version(store: &dyn countsync_core::ports::TokenStore) {
+    let app_key = format!("app-{}", fresh_io_id());
+    let other_key = format!("app-{}", fresh_io_id());
+    assert_eq!(store.load_token(&app_key).await.unwrap(), None);
+
+    assert!(store.replace_token(&app_key, None, &token("first", 1)).await.unwrap());
+    // A second first write loses: a pair is already stored.
+    assert!(!store.replace_token(&app_key, None, &token("other", 1)).await.unwrap());
+    assert_eq!(store.load_token(&app_key).await.unwrap(), Some(token("first", 1)));
+
+    // Two refreshers read version 1; the second write over version 1 loses.
+    assert!(store.replace_token(&app_key, Some(1), &token("second", 2)).await.unwrap());
+    assert!(!store.replace_token(&app_key, Some(1), &token("stale", 2)).await.unwrap());
+    assert_eq!(store.load_token(&app_key).await.unwrap(), Some(token("second", 2)));
+
+    assert_eq!(store.load_token(&other_key).await.unwrap(), None);
+}

@@ -162,3 +162,9 @@ async fn sqlite_v1_file_upgraded() {
     conformance::ledger_sequential_suite(&state).await;
     conformance::watermark_sequential_suite(&state).await;
 }
+
+#[tokio::test]
+async fn token_store_conformance() {
+    conformance::token_replaced_only_over_read_version(&countsync_core::memory::MemoryTokenStore::new()).await;
+    conformance::token_replaced_only_over_read_version(&SqliteState::in_memory().unwrap()).await;
+}

@@ -3,7 +3,7 @@
 //! `inventory.count.query` pages by offset and has no cursor. When a sheet on a page already
 //! read is modified, it moves out of its position (its `modified` becomes later), every sheet
 //! after it moves one position forward, and the first sheet of the next page lands on the page
-//! already read: plain paging never sees it. So after the last page of a window that took more
+//! already read: plain paging never returns it. So after the last page of a window that took more
 //! than one page, the client reads the window again and returns the sheets it had not served
 //! yet, until a pass finds none.
 

@@ -278,7 +278,7 @@ impl JstSim {
         lock(&self.shared.inner).repeat_across_pages = on;
     }
 
-    /// Returns a copy of the sheets the server holds now, visible ones only.
+    /// Returns a copy of the sheets the server contains now, visible ones only.
     pub fn sheets(&self) -> Vec<CountSheet> {
         lock(&self.shared.sheets).clone()
     }
@@ -488,7 +488,7 @@ fn token_response(shared: &Shared, result: Result<Value, Rejection>) -> impl Int
     ([(CONTENT_TYPE, "application/json; charset=utf-8")], body.to_string())
 }
 
-/// Replaces the access token by one nobody holds; the refresh token stays valid.
+/// Replaces the access token by an unknown one, so the client's token is rejected. The refresh token stays valid.
 fn expire(inner: &mut Inner) {
     inner.issued += 1;
     inner.access_token = format!("sim-expired-{}", inner.issued);

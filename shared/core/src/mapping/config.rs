@@ -29,7 +29,7 @@ pub enum QtySign {
     LossPositive,
 }
 
-/// Which Kingdee bills a sheet becomes.
+/// Kind of Kingdee bill a sheet becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Target {
@@ -51,7 +51,7 @@ pub enum DateSource {
     Modified,
 }
 
-/// Where the Kingdee material code of a SKU comes from.
+/// Source of the Kingdee material code of a SKU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum MaterialSource {
@@ -64,7 +64,7 @@ pub enum MaterialSource {
     KingdeeLookup,
 }
 
-/// What happens to a line whose warehouse or material is not known.
+/// Handling of a line whose warehouse or material is unknown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum UnknownCodes {
@@ -75,7 +75,7 @@ pub enum UnknownCodes {
     DropLine,
 }
 
-/// What happens to a quantity with more decimal places than its unit allows.
+/// Handling of a quantity with more decimal places than its unit allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Rounding {
@@ -86,7 +86,7 @@ pub enum Rounding {
     RoundHalfEven,
 }
 
-/// Where the lot of a line comes from.
+/// Source of the lot of a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum LotSource {
@@ -99,7 +99,7 @@ pub enum LotSource {
     Sheet,
 }
 
-/// How an item's gain or loss is spread over its sheet-level lots.
+/// Allocation of an item's gain or loss over its sheet-level lots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum LotAllocation {
@@ -122,7 +122,7 @@ pub enum AfterSave {
     Audit,
 }
 
-/// Where the 盘点方案 number of a sheet comes from, for `target = "scheme_writeback"`.
+/// Source of the 盘点方案 number of a sheet, for `target = "scheme_writeback"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum SchemeSource {
@@ -168,7 +168,7 @@ pub struct MaterialsConfig {
     /// CSV file with a header row `sku_id,material`, for `source = "table"`. A relative path
     /// is read from the working directory.
     pub file: Option<PathBuf>,
-    /// `BD_MATERIAL` field that holds the SKU, for `source = "kingdee_lookup"`.
+    /// `BD_MATERIAL` field that contains the SKU, for `source = "kingdee_lookup"`.
     pub lookup_field: String,
     #[serde(skip)]
     table: OnceLock<Result<Arc<HashMap<String, String>>, MappingConfigError>>,

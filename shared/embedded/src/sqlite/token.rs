@@ -72,33 +72,3 @@ impl TokenStore for SqliteState {
         Ok(changed == 1)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::Duration;
-
-    fn token(access: &str, version: u64) -> StoredToken {
-        StoredToken {
-            access_token: access.into(),
-            refresh_token: format!("refresh-{access}"),
-            expires_at: Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap() + Duration::milliseconds(250),
-            version,
-        }
-    }
-
-    #[tokio::test]
-    async fn token_replaced_only_over_read_version() {
-        let state = SqliteState::in_memory().unwrap();
-        assert_eq!(state.load_token("app-1").await.unwrap(), None);
-
-        assert!(state.replace_token("app-1", None, &token("first", 1)).await.unwrap());
-        assert!(!state.replace_token("app-1", None, &token("other", 1)).await.unwrap());
-        assert_eq!(state.load_token("app-1").await.unwrap(), Some(token("first", 1)));
-
-        assert!(state.replace_token("app-1", Some(1), &token("second", 2)).await.unwrap());
-        assert!(!state.replace_token("app-1", Some(1), &token("stale", 2)).await.unwrap());
-        assert_eq!(state.load_token("app-1").await.unwrap(), Some(token("second", 2)));
-        assert_eq!(state.load_token("app-2").await.unwrap(), None);
-    }
-}
