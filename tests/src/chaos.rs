@@ -23,11 +23,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration as StdDuration, Instant};
 
 use async_trait::async_trait;
-use aws_sdk_sqs::types::QueueAttributeName;
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName};
 use chrono::{Duration, NaiveDate, Utc};
 use countsync::Config;
 use countsync_aws::{DynamoState, SqsQueue};
 use countsync_core::fetcher::{FetchReport, FetchRequest, Fetcher};
+use countsync_core::mapping::lookup::MaterialCache;
 use countsync_core::message;
 use countsync_core::ports::{Bill, BillRef, BillSummary, BillTarget, SaveOutcome, SheetQueue, TargetError};
 use countsync_core::sheet::{CONFIRMED, CountItem, CountSheet};
@@ -470,7 +471,7 @@ async fn worker(pipeline: Arc<Pipeline>) -> anyhow::Result<()> {
 
         let killed = Arc::new(Notify::new());
         let target = ChaosTarget { inner: pipeline.target.clone(), fault, killed: killed.clone() };
-        let writer = Writer { ledger: pipeline.state.as_ref(), target: &target, mapping: &pipeline.config.mapping, settings: &settings };
+        let writer = Writer { ledger: pipeline.state.as_ref(), target: &target, mapping: &pipeline.config.mapping, settings: &settings, materials: &MaterialCache::default() };
         let deadline = Utc::now() + Duration::from_std(pipeline.options.batch_budget)?;
         let report = tokio::select! {
             report = writer.process(&inbound, deadline) => report,
@@ -490,14 +491,25 @@ async fn worker(pipeline: Arc<Pipeline>) -> anyhow::Result<()> {
         for message in &report.messages {
             count_outcome(counters, &message.outcome);
         }
-        for (message_id, receipt) in receipts.iter().filter(|(message_id, _)| !failed.contains(*message_id)) {
-            let deleted = pipeline.sqs.delete_message().queue_url(&pipeline.queue_url).receipt_handle(receipt).send().await;
-            match deleted {
-                Ok(_) => {
-                    counters.deleted.fetch_add(1, Ordering::Relaxed);
+        // Lambda's event source deletes the messages not reported failed in one batch call.
+        let entries: Vec<DeleteMessageBatchRequestEntry> = receipts
+            .iter()
+            .filter(|(message_id, _)| !failed.contains(*message_id))
+            .enumerate()
+            .filter_map(|(index, (_, receipt))| DeleteMessageBatchRequestEntry::builder().id(index.to_string()).receipt_handle(receipt).build().ok())
+            .collect();
+        if entries.is_empty() {
+            continue;
+        }
+        let deleted = pipeline.sqs.delete_message_batch().queue_url(&pipeline.queue_url).set_entries(Some(entries)).send().await;
+        match deleted {
+            Ok(output) => {
+                counters.deleted.fetch_add(output.successful.len() as u64, Ordering::Relaxed);
+                if !output.failed.is_empty() {
+                    tracing::warn!(failed = output.failed.len(), "some deletes failed; those messages come again");
                 }
-                Err(error) => tracing::warn!(message_id, error = %aws_sdk_sqs::error::DisplayErrorContext(&error), "delete failed; the message comes again"),
             }
+            Err(error) => tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&error), "delete failed; the messages come again"),
         }
     }
     Ok(())

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
+use countsync_core::mapping::lookup::MaterialCache;
 use countsync_core::memory::MemoryLedger;
 use countsync_core::message;
 use countsync_core::sheet::{CONFIRMED, CountSheet};
@@ -92,7 +93,7 @@ async fn thousand_sheets_under_kingdee_faults() {
     let ledger = MemoryLedger::new();
     let mapping = seed::demo_mapping();
     let settings = WriterSettings { batch_size: SQS_BATCH, ..WriterSettings::default() };
-    let writer = Writer { ledger: &ledger, target: &client, mapping: &mapping, settings: &settings };
+    let writer = Writer { ledger: &ledger, target: &client, mapping: &mapping, settings: &settings, materials: &MaterialCache::default() };
 
     let mut queue: Vec<InboundMessage> = sheets()
         .iter()

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use countsync_core::fetcher::{FetchReport, FetchRequest, Fetcher};
+use countsync_core::mapping::lookup::MaterialCache;
 use countsync_core::ports::{BillTarget, IdempotencyLedger, SheetQueue, WatermarkStore};
 use countsync_core::writer::{InboundMessage, MessageOutcome, WriteReport, Writer};
 use countsync_jushuitan::JushuitanClient;
@@ -96,6 +97,8 @@ pub struct WriterApp {
     /// The Kingdee client behind `target`. It receives each invocation's deadline so that no
     /// save outlives the function. `None` when `target` is another implementation.
     pub kingdee: Option<Arc<KingdeeClient>>,
+    /// Material codes looked up in Kingdee, kept while the Lambda stays warm.
+    pub materials: MaterialCache,
 }
 
 impl WriterApp {
@@ -105,7 +108,7 @@ impl WriterApp {
         let config = Config::load_from_aws(&sdk).await?;
         let state = runtime::open_state(&config, Some(&sdk)).await?;
         let kingdee = Arc::new(KingdeeClient::new(config.kingdee.clone())?);
-        Ok(Self { target: kingdee.clone(), kingdee: Some(kingdee), ledger: state.ledger, config })
+        Ok(Self { target: kingdee.clone(), kingdee: Some(kingdee), ledger: state.ledger, config, materials: MaterialCache::default() })
     }
 
     /// Saves the batch and names exactly the failed messages, so SQS redelivers only those.
@@ -139,6 +142,7 @@ impl WriterApp {
             target: self.target.as_ref(),
             mapping: &self.config.mapping,
             settings: &settings,
+            materials: &self.materials,
         };
         let report = writer.process(messages, deadline).await;
         log_report(&report);

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 use countsync_core::fetcher::{FetchReport, FetchRequest, Fetcher};
+use countsync_core::mapping::lookup::MaterialCache;
 use countsync_core::memory::MemoryQueue;
 use countsync_core::message;
 use countsync_core::ports::{BillTarget, FailureReason, IdempotencyLedger, OutgoingMessage, SheetQueue, SheetSource};
@@ -75,11 +76,13 @@ pub async fn run(
     let fetch = fetcher.run(request, now).await?;
 
     let writer_settings = config.writer_settings();
+    let materials = MaterialCache::default();
     let writer = Writer {
         ledger: state.ledger.as_ref(),
         target,
         mapping: &config.mapping,
         settings: &writer_settings,
+        materials: &materials,
     };
     let mut summary = LocalSummary { fetch, ..Default::default() };
     let mut deliveries: BTreeMap<String, u32> = BTreeMap::new();
@@ -181,7 +184,8 @@ pub async fn replay_local(
 ) -> anyhow::Result<ReplaySummary> {
     let (mut summary, messages) = prepare_replay(source, state.ledger.as_ref(), io_ids).await?;
     let settings = config.writer_settings();
-    let writer = Writer { ledger: state.ledger.as_ref(), target, mapping: &config.mapping, settings: &settings };
+    let materials = MaterialCache::default();
+    let writer = Writer { ledger: state.ledger.as_ref(), target, mapping: &config.mapping, settings: &settings, materials: &materials };
     for batch in messages.chunks(WRITER_BATCH) {
         let inbound: Vec<InboundMessage> = batch
             .iter()

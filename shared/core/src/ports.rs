@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::error::Retry;
 use crate::mapping::AfterSave;
-use crate::mapping::lookup::MaterialLookup;
+use crate::mapping::lookup::{CountBillLookup, MaterialLookup};
 use crate::sheet::CountSheet;
 use crate::window::Window;
 
@@ -169,6 +169,13 @@ pub trait BillTarget: Send + Sync {
     fn material_lookup(&self) -> Option<&dyn MaterialLookup> {
         None
     }
+
+    /// Returns the lookup of existing 物料盘点作业 bills, which the writer uses for
+    /// `target = "scheme_writeback"`. The default has none, so such sheets fail with
+    /// `scheme_bill_not_found`.
+    fn count_bill_lookup(&self) -> Option<&dyn CountBillLookup> {
+        None
+    }
 }
 
 /// One entry row of a bill, reduced to the fields that decide whether two bills are equal.
@@ -194,6 +201,21 @@ impl Bill {
     /// Returns the entry rows of the model, sorted, for comparison with a [`BillSummary`].
     pub fn entry_summaries(&self) -> Vec<EntrySummary> {
         entry_summaries(&self.model)
+    }
+
+    /// Returns whether the bill writes into an existing Kingdee bill (the 盘点方案 write-back)
+    /// instead of creating one.
+    pub fn updates_existing(&self) -> bool {
+        updates_existing(&self.model)
+    }
+}
+
+/// Returns whether a model writes into an existing bill: it carries a non-zero `FID`.
+pub fn updates_existing(model: &Value) -> bool {
+    match model.get("FID") {
+        Some(Value::Number(number)) => number.as_i64() != Some(0),
+        Some(Value::String(text)) => !matches!(text.trim(), "" | "0"),
+        _ => false,
     }
 }
 

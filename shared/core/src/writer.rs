@@ -1,6 +1,7 @@
 //! Writer logic: queue messages → idempotency claims → bills → BatchSave → ledger records, with
 //! one outcome per message so the Lambda can report exactly the failed ones.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -12,7 +13,7 @@ use sha2::{Digest, Sha256};
 use tracing::{debug, error, info, warn};
 
 use crate::error::Retry;
-use crate::mapping::lookup::{CachedMaterialLookup, MaterialLookup, PrepareError, prepare_context};
+use crate::mapping::lookup::{CachedMaterialLookup, MaterialCache, MaterialLookup, PrepareError, prepare_context};
 use crate::mapping::{AfterSave, MappedSheet, MappingConfig, map_sheet_with, period};
 use crate::message;
 use crate::ports::{
@@ -140,6 +141,9 @@ pub struct Writer<'a> {
     pub target: &'a dyn BillTarget,
     pub mapping: &'a MappingConfig,
     pub settings: &'a WriterSettings,
+    /// Material codes found for `materials.source = "kingdee_lookup"`; keep one per process so
+    /// later batches do not ask Kingdee again.
+    pub materials: &'a MaterialCache,
 }
 
 impl Writer<'_> {
@@ -150,8 +154,7 @@ impl Writer<'_> {
         let mut outcomes: Vec<Option<(Option<i64>, MessageOutcome)>> = vec![None; messages.len()];
         let lease_until = (Utc::now() + self.settings.lease).min(deadline + self.settings.reserve);
 
-        // NOTE: the cache lives for one batch, so each batch asks Kingdee again for its SKUs.
-        let materials = self.target.material_lookup().map(CachedMaterialLookup::new);
+        let materials = self.target.material_lookup().map(|lookup| CachedMaterialLookup::with_cache(lookup, self.materials.clone()));
         let mut pending = Vec::new();
         for (index, message) in messages.iter().enumerate() {
             let prepared = AssertUnwindSafe(self.prepare(index, message, lease_until, materials.as_ref())).catch_unwind().await;
@@ -168,10 +171,27 @@ impl Writer<'_> {
 
         let mut results: Vec<Vec<Option<BillResult>>> = pending.iter().map(|sheet| vec![None; sheet.bills.len()]).collect();
         let mut to_save = Vec::new();
+        let mut scheme_bills = HashSet::new();
         for (position, sheet) in pending.iter().enumerate() {
+            // Each sheet's write-back model was built from the scheme bill as read before any
+            // save of this batch, so a second sheet of the same bill waits for a redelivery
+            // that reads the bill again.
+            let shares_scheme_bill = sheet.bills.iter().filter(|bill| bill.updates_existing()).any(|bill| !scheme_bills.insert(bill.bill_no.clone()));
+            if shares_scheme_bill {
+                info!(io_id = sheet.io_id, "another sheet of this batch writes into the same scheme bill; retrying later");
+                results[position].fill(Some(BillResult::Retry(scheme_bill_shared())));
+                continue;
+            }
             for (slot, bill) in sheet.bills.iter().enumerate() {
                 let item = PendingBill { sheet: position, slot, bill: bill.clone() };
-                if !sheet.check_first {
+                if bill.updates_existing() && bill.entry_count == 0 {
+                    debug!(io_id = sheet.io_id, bill_no = %bill.bill_no, "scheme bill already holds every counted quantity");
+                    results[position][slot] = Some(BillResult::Found(existing_ref(bill)));
+                    continue;
+                }
+                // A write-back model is built from the scheme bill as read just now, so it
+                // writes only what is still missing and needs no lookup first.
+                if !sheet.check_first || bill.updates_existing() {
                     to_save.push(item);
                     continue;
                 }
@@ -270,12 +290,7 @@ impl Writer<'_> {
         })?;
         let io_id = sheet.io_id;
 
-        // TODO: no count bill lookup is passed, so `target = "scheme_writeback"` fails with
-        // `scheme_bill_not_found`. Passing one is not enough, because the write-back model
-        // depends on the rows Kingdee has now: its hash changes once new rows are saved, so a
-        // redelivery would be held as changed. A checked retry would also compare the scheme's
-        // whole bill with the write-back rows and hold it as differing.
-        let mapped = match prepare_context(&sheet, self.mapping, materials, None).await {
+        let mapped = match prepare_context(&sheet, self.mapping, materials, self.target.count_bill_lookup()).await {
             Ok(context) => catch_unwind(AssertUnwindSafe(|| map_sheet_with(&sheet, self.mapping, &context))).map_err(|_| {
                 error!(message_id = %message.message_id, io_id, "mapping panicked");
                 (Some(io_id), failed(Retry::Never, reason("mapping_panicked", "映射时发生内部错误", "mapping failed with an internal error", None)))
@@ -285,8 +300,8 @@ impl Writer<'_> {
                 warn!(io_id, error = %lookup_error, retry = ?lookup_error.retry, "kingdee lookup before mapping failed");
                 let failure = reason(
                     "kingdee_lookup_failed",
-                    "映射前在金蝶中查询物料失败",
-                    "looking materials up in Kingdee before mapping failed",
+                    "映射前在金蝶中查询物料或盘点方案的物料盘点作业失败",
+                    "looking materials or the scheme's 物料盘点作业 up in Kingdee before mapping failed",
                     Some(lookup_error.message),
                 );
                 return Err((Some(io_id), failed(lookup_error.retry.max_later(), failure)));
@@ -338,14 +353,16 @@ impl Writer<'_> {
     }
 
     /// Splits the bills into BatchSave calls. Bills of different forms never share a call,
-    /// because one BatchSave saves one form. Large bills go alone, the rest `batch_size` at a
-    /// time.
+    /// because one BatchSave saves one form, and neither do new bills and write-backs into
+    /// existing ones, because the save options differ. Large bills go alone, the rest
+    /// `batch_size` at a time.
     fn groups(&self, pending: Vec<PendingBill>) -> Vec<Vec<PendingBill>> {
-        let mut by_form: Vec<(String, Vec<PendingBill>)> = Vec::new();
+        let mut by_form: Vec<((String, bool), Vec<PendingBill>)> = Vec::new();
         for item in pending {
-            match by_form.iter_mut().find(|(form_id, _)| *form_id == item.bill.form_id) {
+            let key = (item.bill.form_id.clone(), item.bill.updates_existing());
+            match by_form.iter_mut().find(|(form, _)| *form == key) {
                 Some((_, items)) => items.push(item),
-                None => by_form.push((item.bill.form_id.clone(), vec![item])),
+                None => by_form.push((key, vec![item])),
             }
         }
 
@@ -461,8 +478,18 @@ impl Writer<'_> {
         }
     }
 
-    /// Decides a bill whose save may or may not have been committed, by looking it up.
+    /// Decides a bill whose save may or may not have been committed, by looking it up. A
+    /// write-back is retried instead: the redelivery reads the scheme bill again and writes only
+    /// what is still missing.
     async fn resolve_unknown(&self, bill: &Bill, cause: &str, deadline: DateTime<Utc>) -> BillResult {
+        if bill.updates_existing() {
+            return BillResult::Retry(reason(
+                "kingdee_outcome_unknown",
+                "金蝶回写结果未知，稍后重新读取物料盘点作业并补写未写入的行",
+                "the Kingdee write-back outcome is unknown; the retry reads the 物料盘点作业 again and writes what is missing",
+                Some(cause.to_string()),
+            ));
+        }
         match self.bounded(deadline, self.target.fetch_bill_summary(&bill.form_id, &bill.bill_no)).await {
             Ok(Some(summary)) => compare_existing(bill, summary),
             Ok(None) => BillResult::Retry(reason(
@@ -633,6 +660,24 @@ fn sheet_content_hash(mapped: &MappedSheet) -> String {
         hasher.update(b"\n");
     }
     hex::encode(hasher.finalize())
+}
+
+/// Returns the reference of the existing bill a write-back model names by `FID`.
+fn existing_ref(bill: &Bill) -> BillRef {
+    let id = match &bill.model["FID"] {
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    BillRef { id, number: bill.bill_no.clone() }
+}
+
+fn scheme_bill_shared() -> FailureReason {
+    reason(
+        "scheme_bill_shared",
+        "同一批消息中另一张盘点单正在回写同一张物料盘点作业，稍后重试",
+        "another sheet of this batch writes into the same 物料盘点作业; retrying later",
+        None,
+    )
 }
 
 /// Returns the reference recorded for a sheet that needed no bill: empty id and number.

@@ -37,6 +37,7 @@ fn scheme_bill(status: &str) -> ExistingCountBill {
         lot: lot.into(),
         owner: "100".into(),
         is_system: true,
+        count_qty: None,
     };
     ExistingCountBill {
         fid: 9001,

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use backon::{ExponentialBuilder, Retryable};
 use countsync_core::mapping::AfterSave;
-use countsync_core::mapping::lookup::MaterialLookup;
+use countsync_core::mapping::lookup::{CountBillLookup, MaterialLookup};
 use countsync_core::ports::{Bill, BillRef, BillTarget, SaveOutcome, TargetError};
 use reqwest::header::HeaderValue;
 use secrecy::ExposeSecret;
@@ -486,6 +486,10 @@ impl BillTarget for KingdeeClient {
     }
 
     fn material_lookup(&self) -> Option<&dyn MaterialLookup> {
+        Some(self)
+    }
+
+    fn count_bill_lookup(&self) -> Option<&dyn CountBillLookup> {
         Some(self)
     }
 }

@@ -22,15 +22,11 @@ pub const AUDIT: &str = "Kingdee.BOS.WebApi.ServicesStub.DynamicFormService.Audi
 const LOOKUP_CHUNK: usize = 200;
 /// Field keys read from a 物料盘点作业 for the write-back, in this order.
 const COUNT_BILL_KEYS: &str =
-    "FID,FBillNo,FDocumentStatus,FSchemeNo,FBillEntry_FEntryID,FMaterialId.FNumber,FStockId.FNumber,FLot.FNumber,FOwnerId.FNumber,FIsSystem";
+    "FID,FBillNo,FDocumentStatus,FSchemeNo,FBillEntry_FEntryID,FMaterialId.FNumber,FStockId.FNumber,FLot.FNumber,FOwnerId.FNumber,FIsSystem,FCountQty";
 
 /// Returns whether a model writes into an existing bill (non-zero `FID`).
 pub fn is_update(model: &Value) -> bool {
-    match model.get("FID") {
-        Some(Value::Number(number)) => number.as_i64() != Some(0),
-        Some(Value::String(text)) => !matches!(text.trim(), "" | "0"),
-        _ => false,
-    }
+    countsync_core::ports::updates_existing(model)
 }
 
 /// Returns `NeedUpDateFields` for models that write into existing bills: `FBillEntry` and
@@ -162,6 +158,7 @@ fn existing_bill(scheme_no: &str, rows: &[Vec<Value>]) -> Result<Option<Existing
             lot: cell(row, 7),
             owner: cell(row, 8),
             is_system: row.get(9).is_some_and(|flag| matches!(flag, Value::Bool(true)) || text(flag).is_some_and(|text| text == "1" || text.eq_ignore_ascii_case("true"))),
+            count_qty: row.get(10).and_then(text).and_then(|quantity| quantity.trim().parse().ok()),
         })
         .collect();
     Ok(Some(ExistingCountBill { fid, bill_no: cell(first, 1), document_status: cell(first, 2), scheme_no: scheme_no.to_string(), rows: bill_rows }))

@@ -3,14 +3,17 @@
 
 mod common;
 
-use chrono::NaiveDate;
 use common::{MATERIAL, ORG, STOCK, bill, client, sim_config};
-use countsync_core::mapping::lookup::{CachedMaterialLookup, CountBillLookup, prepare_context};
+use chrono::{Duration, NaiveDate, Utc};
+use countsync_core::mapping::lookup::{CachedMaterialLookup, CountBillLookup, MaterialCache, prepare_context};
 use countsync_core::mapping::{
     AfterSave, MappingConfig, MappingContext, MaterialSource, SchemeConfig, Target, WarehouseMapping, map_sheet_bills, map_sheet_with, period,
 };
-use countsync_core::ports::SaveOutcome;
+use countsync_core::memory::MemoryLedger;
+use countsync_core::message;
+use countsync_core::ports::{IdempotencyLedger, LedgerState, SaveOutcome};
 use countsync_core::sheet::{CountItem, CountSheet};
+use countsync_core::writer::{InboundMessage, MessageOutcome, Writer, WriterSettings};
 use countsync_kingdee::AuthMode;
 use countsync_kingdee::client::batch_save_body;
 use countsync_sim::kingdee::KingdeeSim;
@@ -253,5 +256,129 @@ async fn material_lookup_by_field_cached() {
     let context = prepare_context(&unknown, &mapping, Some(&cached), None).await.unwrap();
     let error = map_sheet_with(&unknown, &mapping, &context).unwrap_err();
     assert_eq!(error.problems[0].code, "unknown_material");
+    sim.stop().await;
+}
+
+/// Runs the writer with the real client and an in-memory ledger, as the Lambda does.
+struct WriteBack {
+    kingdee: countsync_kingdee::KingdeeClient,
+    ledger: MemoryLedger,
+    mapping: MappingConfig,
+    settings: WriterSettings,
+    materials: MaterialCache,
+}
+
+impl WriteBack {
+    fn new(sim: &KingdeeSim) -> Self {
+        Self {
+            kingdee: client(sim, AuthMode::SignedHeaders),
+            ledger: MemoryLedger::new(),
+            mapping: mapping(Target::SchemeWriteback),
+            settings: WriterSettings::default(),
+            materials: MaterialCache::default(),
+        }
+    }
+
+    async fn write(&self, sheets: &[CountSheet]) -> Vec<MessageOutcome> {
+        let messages: Vec<InboundMessage> = sheets
+            .iter()
+            .map(|sheet| InboundMessage { message_id: format!("m-{}", sheet.io_id), body: message::encode(sheet).unwrap().body })
+            .collect();
+        let writer = Writer { ledger: &self.ledger, target: &self.kingdee, mapping: &self.mapping, settings: &self.settings, materials: &self.materials };
+        let report = writer.process(&messages, Utc::now() + Duration::minutes(5)).await;
+        report.messages.into_iter().map(|message| message.outcome).collect()
+    }
+}
+
+fn writeback_sim_config() -> countsync_sim::kingdee::KingdeeSimConfig {
+    let mut config = sim_config();
+    config.materials.insert("SKU-003".into());
+    config
+}
+
+/// Counts of the scheme bill's rows by material.
+fn counts(sim: &KingdeeSim) -> Vec<(String, String)> {
+    let bills = sim.bills();
+    assert_eq!(bills.len(), 1, "the write-back never creates a bill");
+    bills[0].model["FBillEntry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| (row["FMaterialId"]["FNumber"].as_str().unwrap().to_string(), row["FCountQty"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn writer_writes_back_once() {
+    let sim = KingdeeSim::start(writeback_sim_config()).await.unwrap();
+    let mut model = scheme_bill();
+    model["FBillEntry"] = json!([model["FBillEntry"][0].clone()]);
+    let fid = sim.insert_bill("STK_StockCountInput", "WLPDZY00000080", model, "A");
+    let first = WriteBack::new(&sim);
+    let input = sheet(510, vec![item(1, MATERIAL, "12", "2"), item(2, "SKU-002", "3", "3")]);
+
+    let outcomes = first.write(std::slice::from_ref(&input)).await;
+    let MessageOutcome::Created { bill } = &outcomes[0] else { panic!("expected a write-back, got {outcomes:?}") };
+    assert_eq!((bill.id.as_str(), bill.number.as_str()), (fid.to_string().as_str(), "WLPDZY00000080"));
+    assert_eq!(counts(&sim), vec![(MATERIAL.into(), "12".into()), ("SKU-002".into(), "3".into())]);
+    assert_eq!(first.ledger.get(510).await.unwrap().unwrap().state, LedgerState::Done);
+
+    // A redelivery finds the ledger record and leaves Kingdee alone.
+    let saves = sim.stats().save_calls;
+    let outcomes = first.write(std::slice::from_ref(&input)).await;
+    assert!(matches!(outcomes[0], MessageOutcome::AlreadyDone { .. }), "{outcomes:?}");
+    assert_eq!(sim.stats().save_calls, saves);
+
+    // A writer without the record (a claim taken over after the first writer stopped) reads
+    // the bill again, finds every count written and records the sheet without saving.
+    let second = WriteBack::new(&sim);
+    let outcomes = second.write(std::slice::from_ref(&input)).await;
+    assert!(matches!(outcomes[0], MessageOutcome::Recovered { .. }), "{outcomes:?}");
+    assert_eq!(sim.stats().save_calls, saves);
+    assert_eq!(counts(&sim).len(), 2, "the new row is not added twice");
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn writer_writes_back_after_unknown_outcome() {
+    let sim = KingdeeSim::start(writeback_sim_config()).await.unwrap();
+    sim.insert_bill("STK_StockCountInput", "WLPDZY00000081", scheme_bill(), "A");
+    let writer = WriteBack::new(&sim);
+    let input = sheet(511, vec![item(1, MATERIAL, "12", "2"), item(2, "SKU-003", "5", "5")]);
+
+    sim.fail_next_saves_with_500_after_commit(1);
+    let outcomes = writer.write(std::slice::from_ref(&input)).await;
+    let MessageOutcome::Failed { reason, .. } = &outcomes[0] else { panic!("expected a retry, got {outcomes:?}") };
+    assert_eq!(reason.code, "kingdee_outcome_unknown");
+    assert_eq!(sim.stats().http_500_injected, 1);
+    assert_eq!(counts(&sim).len(), 3, "the write-back was committed before the 500");
+
+    let outcomes = writer.write(std::slice::from_ref(&input)).await;
+    assert!(matches!(outcomes[0], MessageOutcome::Recovered { .. }), "{outcomes:?}");
+    assert_eq!(counts(&sim), vec![(MATERIAL.into(), "12".into()), ("SKU-002".into(), "0".into()), ("SKU-003".into(), "5".into())]);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn writer_serializes_sheets_of_one_scheme() {
+    let sim = KingdeeSim::start(writeback_sim_config()).await.unwrap();
+    let mut model = scheme_bill();
+    model["FBillEntry"] = json!([]);
+    sim.insert_bill("STK_StockCountInput", "WLPDZY00000082", model, "A");
+    let writer = WriteBack::new(&sim);
+    // Both sheets count SKU-003, which the scheme bill has no row for yet.
+    let first = sheet(512, vec![item(1, "SKU-003", "5", "5")]);
+    let second = sheet(513, vec![item(1, "SKU-003", "5", "5")]);
+
+    let outcomes = writer.write(&[first.clone(), second.clone()]).await;
+    assert!(matches!(outcomes[0], MessageOutcome::Created { .. }), "{outcomes:?}");
+    let MessageOutcome::Failed { reason, .. } = &outcomes[1] else { panic!("expected a retry, got {outcomes:?}") };
+    assert_eq!(reason.code, "scheme_bill_shared");
+    assert_eq!(counts(&sim).len(), 1);
+
+    // The redelivery reads the row the first sheet added and writes into it.
+    let outcomes = writer.write(std::slice::from_ref(&second)).await;
+    assert!(matches!(outcomes[0], MessageOutcome::Recovered { .. }), "{outcomes:?}");
+    assert_eq!(counts(&sim), vec![("SKU-003".into(), "5".into())]);
     sim.stop().await;
 }

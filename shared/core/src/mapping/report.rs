@@ -13,6 +13,9 @@ pub const DROPPED_UNKNOWN_MATERIAL: &str = "unknown_material";
 pub const DROPPED_UNKNOWN_WAREHOUSE: &str = "unknown_warehouse";
 /// Reason code of a line with no gain or loss, which `target = "gain_loss"` does not write.
 pub const DROPPED_NO_DIFFERENCE: &str = "no_difference";
+/// Reason code of a line whose 盘点方案 row already holds its counted quantity, which
+/// `target = "scheme_writeback"` does not write again.
+pub const DROPPED_ALREADY_WRITTEN: &str = "already_written";
 
 /// A line that went into a bill.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,7 +37,7 @@ pub struct DroppedLine {
     pub lot: Option<String>,
     /// Counted quantity of the line, decimal text.
     pub count_qty: String,
-    /// `unknown_material`, `unknown_warehouse` or `no_difference`.
+    /// `unknown_material`, `unknown_warehouse`, `no_difference` or `already_written`.
     pub code: String,
 }
 
@@ -55,6 +58,7 @@ impl DroppedLine {
             DROPPED_UNKNOWN_MATERIAL => ("没有对应的金蝶物料，已按 unknown_codes = \"drop_line\" 略去", "has no Kingdee material; left out by unknown_codes = \"drop_line\""),
             DROPPED_UNKNOWN_WAREHOUSE => ("仓库不在仓库对照表中，已按 unknown_codes = \"drop_line\" 略去", "its warehouse is not in the warehouse table; left out by unknown_codes = \"drop_line\""),
             DROPPED_NO_DIFFERENCE => ("没有盘盈或盘亏，不写入盘盈单或盘亏单", "has no gain or loss, so no gain or loss bill carries it"),
+            DROPPED_ALREADY_WRITTEN => ("物料盘点作业中对应行的盘点数量已是该值，不再回写", "its 物料盘点作业 row already holds this counted quantity, so it is not written again"),
             _ => ("已略去", "left out"),
         };
         (format!("{line} {zh}"), format!("{line} {en}"))

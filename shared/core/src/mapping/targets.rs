@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use super::config::{MappingConfig, WarehouseMapping};
 use super::lines::Line;
 use super::lookup::ExistingCountBill;
-use super::report::{DROPPED_NO_DIFFERENCE, DroppedLine, MappingReport, PlacedLine};
+use super::report::{DROPPED_ALREADY_WRITTEN, DROPPED_NO_DIFFERENCE, DroppedLine, MappingReport, PlacedLine};
 use super::{MappingProblem, SheetHeader, decimal_text, hash_model, problem};
 use crate::ports::Bill;
 
@@ -58,6 +58,11 @@ pub(crate) fn gain_loss(header: &SheetHeader<'_>, lines: &[Line<'_>], report: &m
 /// stock, lot and owner; a matched row gets only its `FCountQty`, so the stock dimensions of a
 /// system row (`FIsSystem`) are never sent. Sheet lines with no matching row become new rows
 /// (`FEntryID` 0). Several lines of one key are summed into one row.
+///
+/// A matched row that already holds the counted quantity is left out, so a sheet whose
+/// write-back was saved before maps to a bill without entries: the writer records it without
+/// calling Kingdee. The content hash covers the counted quantity per key and the scheme bill,
+/// not the model, because the model changes once the new rows exist in Kingdee.
 pub(crate) fn scheme_writeback(
     header: &SheetHeader<'_>,
     lines: &[Line<'_>],
@@ -84,8 +89,10 @@ pub(crate) fn scheme_writeback(
     }
 
     let mut entries = Vec::new();
+    let mut intent = Vec::new();
     for ((material, lot), group) in groups {
         let counted: Decimal = group.iter().map(|line| line.counted).sum();
+        intent.push(json!([material, stock, lot, owner, decimal_text(counted)]));
         let matches: Vec<_> = existing
             .rows
             .iter()
@@ -99,6 +106,12 @@ pub(crate) fn scheme_writeback(
                 entry.insert("FCountQty".into(), json!(decimal_text(counted)));
                 note(&mut entry, group[0], config);
                 Value::Object(entry)
+            }
+            [row] if row.count_qty.is_some_and(|stored| stored == counted) => {
+                for line in &group {
+                    report.dropped.push(DroppedLine::of_item(line.item_index, line.item, line.lot.clone(), line.counted, DROPPED_ALREADY_WRITTEN));
+                }
+                continue;
             }
             [row] => json!({ "FEntryID": row.entry_id, "FCountQty": decimal_text(counted) }),
             rows => {
@@ -119,7 +132,7 @@ pub(crate) fn scheme_writeback(
 
     let entry_count = entries.len();
     let model = json!({ "FID": existing.fid, "FBillEntry": entries });
-    let content_hash = hash_model(&model);
+    let content_hash = hash_model(&json!({ "FID": existing.fid, "FBillNo": existing.bill_no, "counted": intent }));
     vec![Bill { form_id: config.form_id.clone(), bill_no: existing.bill_no.clone(), io_id: header.sheet.io_id, model, entry_count, content_hash }]
 }
 

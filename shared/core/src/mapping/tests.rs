@@ -457,8 +457,8 @@ fn existing_bill(status: &str) -> ExistingCountBill {
         scheme_no: "PDFA0001".into(),
         document_status: status.into(),
         rows: vec![
-            ExistingRow { entry_id: 11, material: "SKU-1".into(), stock: "CK101".into(), lot: String::new(), owner: "100".into(), is_system: true },
-            ExistingRow { entry_id: 12, material: "SKU-2".into(), stock: "CK101".into(), lot: "L1".into(), owner: "100".into(), is_system: true },
+            ExistingRow { entry_id: 11, material: "SKU-1".into(), stock: "CK101".into(), lot: String::new(), owner: "100".into(), is_system: true, count_qty: None },
+            ExistingRow { entry_id: 12, material: "SKU-2".into(), stock: "CK101".into(), lot: "L1".into(), owner: "100".into(), is_system: true, count_qty: None },
         ],
     }
 }

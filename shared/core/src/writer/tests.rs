@@ -59,15 +59,23 @@ struct Harness {
     target: MemoryBillTarget,
     mapping: MappingConfig,
     settings: WriterSettings,
+    /// Kept across batches, as a warm Lambda keeps it.
+    materials: MaterialCache,
 }
 
 impl Harness {
     fn new() -> Self {
-        Self { ledger: MemoryLedger::new(), target: MemoryBillTarget::new(), mapping: mapping(), settings: WriterSettings::default() }
+        Self {
+            ledger: MemoryLedger::new(),
+            target: MemoryBillTarget::new(),
+            mapping: mapping(),
+            settings: WriterSettings::default(),
+            materials: MaterialCache::default(),
+        }
     }
 
     async fn process(&self, messages: &[InboundMessage]) -> WriteReport {
-        let writer = Writer { ledger: &self.ledger, target: &self.target, mapping: &self.mapping, settings: &self.settings };
+        let writer = Writer { ledger: &self.ledger, target: &self.target, mapping: &self.mapping, settings: &self.settings, materials: &self.materials };
         writer.process(messages, Utc::now() + Duration::minutes(5)).await
     }
 }
@@ -335,7 +343,7 @@ async fn panic_isolated_to_its_group() {
     let ledger = MemoryLedger::new();
     let target = FaultyTarget { inner: MemoryBillTarget::new(), panic_on: Some(2), save_delay: std::time::Duration::ZERO };
     let (mapping, settings) = (mapping(), WriterSettings { batch_size: 1, ..WriterSettings::default() });
-    let writer = Writer { ledger: &ledger, target: &target, mapping: &mapping, settings: &settings };
+    let writer = Writer { ledger: &ledger, target: &target, mapping: &mapping, settings: &settings, materials: &MaterialCache::default() };
     let messages = inbound(&[sheet(1, "SKU-1"), sheet(2, "SKU-2"), sheet(3, "SKU-3")]);
 
     let report = writer.process(&messages, Utc::now() + Duration::minutes(5)).await;
@@ -355,7 +363,7 @@ async fn deadline_runs_out_mid_batch() {
     let target = FaultyTarget { inner: MemoryBillTarget::new(), panic_on: None, save_delay: std::time::Duration::from_millis(400) };
     let mapping = mapping();
     let settings = WriterSettings { batch_size: 1, reserve: Duration::milliseconds(300), ..WriterSettings::default() };
-    let writer = Writer { ledger: &ledger, target: &target, mapping: &mapping, settings: &settings };
+    let writer = Writer { ledger: &ledger, target: &target, mapping: &mapping, settings: &settings, materials: &MaterialCache::default() };
     let messages = inbound(&[sheet(1, "SKU-1"), sheet(2, "SKU-2"), sheet(3, "SKU-3"), sheet(4, "SKU-4")]);
     let started = Utc::now();
     let deadline = started + Duration::milliseconds(1_000);
@@ -383,7 +391,7 @@ async fn slow_save_cut_off_before_deadline() {
     let target = FaultyTarget { inner: MemoryBillTarget::new(), panic_on: None, save_delay: std::time::Duration::from_secs(30) };
     let mapping = mapping();
     let settings = WriterSettings { reserve: Duration::milliseconds(400), ..WriterSettings::default() };
-    let writer = Writer { ledger: &ledger, target: &target, mapping: &mapping, settings: &settings };
+    let writer = Writer { ledger: &ledger, target: &target, mapping: &mapping, settings: &settings, materials: &MaterialCache::default() };
     let deadline = Utc::now() + Duration::milliseconds(1_000);
 
     let report = writer.process(&inbound(&[sheet(1, "SKU-1")]), deadline).await;
@@ -605,7 +613,7 @@ async fn after_save_failure_keeps_done() {
     let target = FailingAfterSave { inner: MemoryBillTarget::new() };
     let mapping = MappingConfig { after_save: AfterSave::Submit, ..mapping() };
     let settings = WriterSettings::default();
-    let writer = Writer { ledger: &ledger, target: &target, mapping: &mapping, settings: &settings };
+    let writer = Writer { ledger: &ledger, target: &target, mapping: &mapping, settings: &settings, materials: &MaterialCache::default() };
 
     let report = writer.process(&inbound(&[sheet(1, "SKU-1")]), Utc::now() + Duration::minutes(5)).await;
 
@@ -633,6 +641,21 @@ async fn kingdee_lookup_maps_materials() {
 }
 
 #[tokio::test]
+async fn material_cache_outlives_batch() {
+    let mut harness = Harness::new();
+    harness.mapping.materials.source = MaterialSource::KingdeeLookup;
+    harness.target.add_material("SKU-1", "M-001");
+
+    harness.process(&inbound(&[sheet(1, "SKU-1")])).await;
+    let report = harness.process(&inbound(&[sheet(2, "SKU-1")])).await;
+
+    assert!(report.failed_message_ids().is_empty(), "{:?}", report.messages);
+    assert_eq!(harness.target.bill("JST-2").unwrap()["FBillEntry"][0]["FMaterialId"]["FNumber"], "M-001");
+    assert_eq!(harness.target.material_lookups().len(), 1, "the second batch finds SKU-1 in the process cache");
+    assert_eq!(harness.materials.len(), 1);
+}
+
+#[tokio::test]
 async fn kingdee_lookup_unknown_sku_fails() {
     let mut harness = Harness::new();
     harness.mapping.materials.source = MaterialSource::KingdeeLookup;
@@ -653,7 +676,7 @@ async fn target_without_lookup_reports_missing() {
     let mut mapping = mapping();
     mapping.materials.source = MaterialSource::KingdeeLookup;
     let settings = WriterSettings::default();
-    let writer = Writer { ledger: &ledger, target: &target, mapping: &mapping, settings: &settings };
+    let writer = Writer { ledger: &ledger, target: &target, mapping: &mapping, settings: &settings, materials: &MaterialCache::default() };
 
     writer.process(&inbound(&[sheet(1, "SKU-1")]), Utc::now() + Duration::minutes(5)).await;
 
