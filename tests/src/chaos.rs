@@ -45,6 +45,9 @@ use crate::Peers;
 /// Receives after which SQS moves a message to the dead-letter queue.
 pub const MAX_RECEIVES: i32 = 5;
 
+/// Pause of a writer after a receive that returned nothing.
+const EMPTY_RECEIVE_PAUSE: StdDuration = StdDuration::from_millis(300);
+
 /// Settings of one chaos run.
 #[derive(Debug, Clone)]
 pub struct ChaosOptions {
@@ -52,7 +55,8 @@ pub struct ChaosOptions {
     pub writers: usize,
     /// Seed of the sheet generator and of Kingdee's fault draws.
     pub seed: u64,
-    /// SQS visibility timeout, seconds.
+    /// SQS visibility timeout, seconds. Longer than `batch_budget`, as the template sets it
+    /// (six times the writer timeout there), so only the slow batches outlive it.
     pub visibility_secs: i32,
     /// Time budget of one writer batch, like the Lambda timeout.
     pub batch_budget: StdDuration,
@@ -62,6 +66,12 @@ pub struct ChaosOptions {
     pub kill_every: u64,
     /// One writer batch in this many waits past the visibility timeout before saving.
     pub slow_every: u64,
+    /// Days of sheets one scheduled fetch run reads (`fetch.window_hours` 24 and
+    /// `fetch.max_windows_per_run`).
+    pub days_per_run: usize,
+    /// The next scheduled run starts when fewer messages than this wait in the queue. moto's
+    /// SQS scans the whole queue on every call, so a smaller queue keeps it fast.
+    pub queue_high_water: usize,
 }
 
 impl Default for ChaosOptions {
@@ -70,11 +80,13 @@ impl Default for ChaosOptions {
             sheets: 300,
             writers: 6,
             seed: 7,
-            visibility_secs: 3,
+            visibility_secs: 10,
             batch_budget: StdDuration::from_secs(8),
             time_limit: StdDuration::from_secs(600),
             kill_every: 17,
             slow_every: 23,
+            days_per_run: 1,
+            queue_high_water: 300,
         }
     }
 }
@@ -95,6 +107,17 @@ struct Counters {
     held: AtomicU64,
     busy: AtomicU64,
     session_expiries: AtomicU64,
+    fetch_runs_failed: AtomicU64,
+    /// What happened at each receive of a message, by message id, to explain dead letters.
+    deliveries: std::sync::Mutex<HashMap<String, Vec<String>>>,
+}
+
+impl Counters {
+    /// Records what happened at one receive of a message.
+    fn note_delivery(&self, message_id: &str, event: String) {
+        let mut deliveries = self.deliveries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        deliveries.entry(message_id.to_string()).or_default().push(event);
+    }
 }
 
 /// What a chaos run did and found.
@@ -107,10 +130,16 @@ pub struct ChaosReport {
     pub extra_bill_nos: Vec<String>,
     pub missing_io_ids: Vec<i64>,
     pub dead_letters: usize,
+    /// Sheets in the dead-letter queue, each with what happened at its receives.
+    pub dead_letter_reasons: Vec<(Option<i64>, String)>,
     pub faults: BTreeMap<&'static str, u64>,
     pub outcomes: BTreeMap<&'static str, u64>,
     pub fetch_runs: usize,
     pub fetch_runs_skipped_by_lease: usize,
+    /// Fetch runs that failed (throttling past the retries) and were repeated.
+    pub fetch_runs_failed: u64,
+    /// Sheets sent to the queue by all fetch runs together.
+    pub fetch_sheets_enqueued: usize,
     pub kingdee_save_calls: u32,
     pub elapsed: StdDuration,
     pub timed_out: bool,
@@ -149,8 +178,15 @@ impl fmt::Display for ChaosReport {
         writeln!(out, "  bills without a sheet:   {}", self.extra_bill_nos.len())?;
         writeln!(out, "  sheets without a bill:   {}", self.missing_io_ids.len())?;
         writeln!(out, "  dead letters:            {}", self.dead_letters)?;
+        for (io_id, reason) in &self.dead_letter_reasons {
+            writeln!(out, "    io_id {}: {reason}", io_id.map_or("?".to_string(), |id| id.to_string()))?;
+        }
         writeln!(out, "  kingdee save calls:      {}", self.kingdee_save_calls)?;
-        writeln!(out, "  fetch runs:              {} ({} exited on the run lease)", self.fetch_runs, self.fetch_runs_skipped_by_lease)?;
+        writeln!(
+            out,
+            "  fetch runs:              {} ({} exited on the run lease, {} failed and repeated; {} sheets enqueued)",
+            self.fetch_runs, self.fetch_runs_skipped_by_lease, self.fetch_runs_failed, self.fetch_sheets_enqueued
+        )?;
         writeln!(out, "  faults injected:")?;
         for (kind, count) in &self.faults {
             writeln!(out, "    {kind:<32} {count}")?;
@@ -272,8 +308,9 @@ struct Pipeline {
     stop: AtomicBool,
 }
 
-/// Runs the whole pipeline under faults and returns the report. Starts moto (or reuses
-/// `COUNTSYNC_MOTO_ENDPOINT`) and both simulators on 127.0.0.1 and stops them at the end.
+/// Runs the whole pipeline under faults and returns the report. Starts moto for DynamoDB (or
+/// reuses `COUNTSYNC_MOTO_ENDPOINT`), a second moto for SQS and both simulators on 127.0.0.1,
+/// and stops them at the end.
 pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
     // The SDK must never ask the EC2 metadata service for credentials.
     std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
@@ -281,15 +318,18 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
     let sheets = generate_sheets(options.sheets, options.seed);
     let confirmed: HashSet<i64> = sheets.iter().filter(|sheet| sheet.is_confirmed()).map(|sheet| sheet.io_id).collect();
 
+    // DynamoDB and SQS on separate moto servers, so that the two share the machine's cores.
     let moto = Moto::start().await?;
     let sdk = moto.sdk_config().await;
+    let queue_moto = Moto::spawn().await?;
+    let queue_sdk = queue_moto.sdk_config().await;
     let peers = Arc::new(start_peers(sheets.clone(), options.seed).await?);
-    let config = chaos_config(&peers)?;
+    let config = chaos_config(&peers, options.days_per_run)?;
 
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     let state = Arc::new(DynamoState::from_conf(&sdk, format!("chaos-{suffix}")));
     state.create_table().await?;
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&queue_sdk);
     let (queue_url, dlq_url) = create_queues(&sqs, &suffix, options.visibility_secs).await?;
     let target = countsync::runtime::open_target(&config)?;
     let source = countsync::runtime::open_source(&config).await?;
@@ -308,10 +348,18 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
     let workers: Vec<_> = (0..options.writers).map(|_| tokio::spawn(worker(pipeline.clone()))).collect();
     let sessions = tokio::spawn(expire_sessions(pipeline.clone(), peers.clone()));
 
+    // Scheduled runs catch up one day per run, the next firing when the writers have worked
+    // the queue down, as a schedule after an outage does.
     peers.jst.throttle_next(3);
-    let fetch_reports = run_fetchers(&pipeline, source.as_ref()).await?;
+    let mut fetch_reports = run_fetchers(&pipeline, source.as_ref()).await?;
     let sqs_queue = SqsQueue::new(sqs.clone(), queue_url.clone());
     send_duplicates(&pipeline, &sheets, &sqs_queue).await?;
+    while fetch_reports.iter().rev().take(3).any(|report| report.more_pending) {
+        if !wait_for_queue_below(&pipeline, options.queue_high_water, started).await? {
+            break;
+        }
+        fetch_reports.extend(run_fetchers(&pipeline, source.as_ref()).await?);
+    }
     peers.jst.throttle_next(2);
     let late = run_fetchers(&pipeline, source.as_ref()).await?;
 
@@ -322,7 +370,7 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
     }
     sessions.abort();
 
-    let dead_letters = queue_depth(&sqs, &dlq_url).await?;
+    let dead_letters = dead_letter_reasons(&pipeline, &dlq_url).await?;
     let report = build_report(&pipeline, &peers, &sheets, &confirmed, [fetch_reports, late].concat(), dead_letters, started, timed_out);
     drop(pipeline);
     let _ = sessions.await;
@@ -331,6 +379,7 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
         peers.jst.stop().await;
     }
     moto.stop().await?;
+    queue_moto.stop().await?;
     Ok(report)
 }
 
@@ -348,13 +397,17 @@ async fn start_peers(sheets: Vec<CountSheet>, seed_value: u64) -> anyhow::Result
     Ok(Peers { jst, jst_config, kingdee, kingdee_config })
 }
 
-fn chaos_config(peers: &Peers) -> anyhow::Result<Config> {
+fn chaos_config(peers: &Peers, days_per_run: usize) -> anyhow::Result<Config> {
     let folder = std::env::temp_dir();
     let mut config = peers.local_config(&folder.join("countsync-chaos-unused.sqlite"))?;
     config.jushuitan.calls_per_second = 100;
     config.jushuitan.calls_per_minute = 20_000;
+    config.fetch.window_hours = 24;
+    config.fetch.max_windows_per_run = days_per_run.max(1);
     config.writer.batch_size = 10;
     config.writer.reserve_secs = 1;
+    // A session login, so that the sessions the harness ends are lost mid-run and renewed.
+    config.kingdee.auth = countsync_kingdee::AuthMode::AppSecret;
     Ok(config)
 }
 
@@ -400,7 +453,10 @@ async fn run_fetchers(pipeline: &Pipeline, source: &dyn countsync_core::ports::S
                     fetched |= report.skipped_lease_held_until.is_none();
                     reports.push(report);
                 }
-                Err(error) => tracing::warn!(attempt, error = %error, "chaos fetch run failed; repeating"),
+                Err(error) => {
+                    pipeline.counters.fetch_runs_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(attempt, error = %error, "chaos fetch run failed; repeating");
+                }
             }
         }
         if fetched {
@@ -440,7 +496,9 @@ async fn expire_sessions(pipeline: Arc<Pipeline>, peers: Arc<Peers>) {
 async fn worker(pipeline: Arc<Pipeline>) -> anyhow::Result<()> {
     let settings = pipeline.config.writer_settings();
     while !pipeline.stop.load(Ordering::SeqCst) {
-        let received = pipeline.sqs.receive_message().queue_url(&pipeline.queue_url).max_number_of_messages(10).wait_time_seconds(1).send().await;
+        // Short polls with a pause between empty ones: moto answers a long poll by scanning the
+        // whole queue in a loop until it ends, which keeps its one core busy.
+        let received = pipeline.sqs.receive_message().queue_url(&pipeline.queue_url).max_number_of_messages(10).wait_time_seconds(0).send().await;
         let received = match received {
             Ok(received) => received,
             Err(error) => {
@@ -453,6 +511,7 @@ async fn worker(pipeline: Arc<Pipeline>) -> anyhow::Result<()> {
         };
         let messages = received.messages.unwrap_or_default();
         if messages.is_empty() {
+            tokio::time::sleep(EMPTY_RECEIVE_PAUSE).await;
             continue;
         }
         let counters = &pipeline.counters;
@@ -472,13 +531,22 @@ async fn worker(pipeline: Arc<Pipeline>) -> anyhow::Result<()> {
         let killed = Arc::new(Notify::new());
         let target = ChaosTarget { inner: pipeline.target.clone(), fault, killed: killed.clone() };
         let writer = Writer { ledger: pipeline.state.as_ref(), target: &target, mapping: &pipeline.config.mapping, settings: &settings, materials: &MaterialCache::default() };
-        let deadline = Utc::now() + Duration::from_std(pipeline.options.batch_budget)?;
+        // A slow batch gets its delay on top of the budget, so that its save still runs after
+        // the message became visible again, as in a function whose timeout exceeds it.
+        let budget = match fault {
+            BatchFault::SlowSave(delay) => pipeline.options.batch_budget + delay,
+            _ => pipeline.options.batch_budget,
+        };
+        let deadline = Utc::now() + Duration::from_std(budget)?;
         let report = tokio::select! {
             report = writer.process(&inbound, deadline) => report,
             () = killed.notified() => {
                 // The batch future is dropped here, after the save and before any ledger write,
                 // as a Lambda that times out or crashes; SQS redelivers every message.
                 counters.killed_after_save.fetch_add(1, Ordering::Relaxed);
+                for message in &inbound {
+                    counters.note_delivery(&message.message_id, "killed after save".into());
+                }
                 continue;
             }
         };
@@ -490,6 +558,14 @@ async fn worker(pipeline: Arc<Pipeline>) -> anyhow::Result<()> {
         counters.reported_failed.fetch_add(failed.len() as u64, Ordering::Relaxed);
         for message in &report.messages {
             count_outcome(counters, &message.outcome);
+            let event = match &message.outcome {
+                MessageOutcome::Failed { reason, .. } => format!("failed: {}", reason.code),
+                MessageOutcome::Held { .. } => "held".into(),
+                MessageOutcome::AlreadyDone { .. } => "already done".into(),
+                MessageOutcome::Created { .. } => "created".into(),
+                MessageOutcome::Recovered { .. } => "recovered".into(),
+            };
+            counters.note_delivery(&message.message_id, event);
         }
         // Lambda's event source deletes the messages not reported failed in one batch call.
         let entries: Vec<DeleteMessageBatchRequestEntry> = receipts
@@ -507,9 +583,17 @@ async fn worker(pipeline: Arc<Pipeline>) -> anyhow::Result<()> {
                 counters.deleted.fetch_add(output.successful.len() as u64, Ordering::Relaxed);
                 if !output.failed.is_empty() {
                     tracing::warn!(failed = output.failed.len(), "some deletes failed; those messages come again");
+                    for message in &inbound {
+                        counters.note_delivery(&message.message_id, "a delete of its batch failed".into());
+                    }
                 }
             }
-            Err(error) => tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&error), "delete failed; the messages come again"),
+            Err(error) => {
+                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&error), "delete failed; the messages come again");
+                for message in &inbound {
+                    counters.note_delivery(&message.message_id, "delete failed".into());
+                }
+            }
         }
     }
     Ok(())
@@ -538,6 +622,20 @@ fn count_outcome(counters: &Counters, outcome: &MessageOutcome) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Waits until fewer than `high_water` messages are in the queue. Returns false when the time
+/// limit came first.
+async fn wait_for_queue_below(pipeline: &Pipeline, high_water: usize, started: Instant) -> anyhow::Result<bool> {
+    loop {
+        if queue_depth(&pipeline.sqs, &pipeline.queue_url).await? < high_water {
+            return Ok(true);
+        }
+        if started.elapsed() > pipeline.options.time_limit {
+            return Ok(false);
+        }
+        tokio::time::sleep(StdDuration::from_millis(500)).await;
+    }
+}
+
 /// Waits until Kingdee has a bill per confirmed sheet and the queue is empty. Returns false
 /// when the time limit came first.
 async fn wait_until_drained(pipeline: &Pipeline, peers: &Peers, confirmed: usize, started: Instant) -> anyhow::Result<bool> {
@@ -551,6 +649,25 @@ async fn wait_until_drained(pipeline: &Pipeline, peers: &Peers, confirmed: usize
         }
         tokio::time::sleep(StdDuration::from_millis(500)).await;
     }
+}
+
+/// Reads every dead letter once and pairs its sheet with what happened at its receives.
+async fn dead_letter_reasons(pipeline: &Pipeline, dlq_url: &str) -> anyhow::Result<Vec<(Option<i64>, String)>> {
+    let mut letters = Vec::new();
+    loop {
+        let received = pipeline.sqs.receive_message().queue_url(dlq_url).max_number_of_messages(10).visibility_timeout(600).send().await?;
+        let messages = received.messages.unwrap_or_default();
+        if messages.is_empty() {
+            break;
+        }
+        let deliveries = pipeline.counters.deliveries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for message in &messages {
+            let io_id = message.body.as_deref().and_then(message::peek_io_id);
+            let history = message.message_id.as_ref().and_then(|id| deliveries.get(id)).map(|events| events.join(", "));
+            letters.push((io_id, history.unwrap_or_else(|| "no receive recorded".into())));
+        }
+    }
+    Ok(letters)
 }
 
 /// Returns visible plus in-flight messages of a queue.
@@ -574,7 +691,7 @@ fn build_report(
     sheets: &[CountSheet],
     confirmed: &HashSet<i64>,
     fetch_reports: Vec<FetchReport>,
-    dead_letters: usize,
+    dead_letters: Vec<(Option<i64>, String)>,
     started: Instant,
     timed_out: bool,
 ) -> ChaosReport {
@@ -623,11 +740,14 @@ fn build_report(
         duplicate_bill_nos,
         extra_bill_nos,
         missing_io_ids,
-        dead_letters,
+        dead_letters: dead_letters.len(),
+        dead_letter_reasons: dead_letters,
         faults,
         outcomes,
         fetch_runs: fetch_reports.len(),
         fetch_runs_skipped_by_lease: fetch_reports.iter().filter(|report| report.skipped_lease_held_until.is_some()).count(),
+        fetch_runs_failed: load(&counters.fetch_runs_failed),
+        fetch_sheets_enqueued: fetch_reports.iter().map(|report| report.sheets_enqueued).sum(),
         kingdee_save_calls: kingdee.save_calls,
         elapsed: started.elapsed(),
         timed_out,

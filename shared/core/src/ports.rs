@@ -238,7 +238,9 @@ pub fn entry_summaries(model: &Value) -> Vec<EntrySummary> {
     entries
 }
 
-fn normalize_quantity(value: &Value) -> String {
+/// Returns a quantity as normalized decimal text, so that `5`, `5.0` and `"5.000"` compare equal.
+/// A value that is not a decimal is returned as its text.
+pub fn normalize_quantity(value: &Value) -> String {
     let text = match value {
         Value::String(text) => text.clone(),
         other => other.to_string(),

@@ -185,7 +185,7 @@ impl Writer<'_> {
             for (slot, bill) in sheet.bills.iter().enumerate() {
                 let item = PendingBill { sheet: position, slot, bill: bill.clone() };
                 if bill.updates_existing() && bill.entry_count == 0 {
-                    debug!(io_id = sheet.io_id, bill_no = %bill.bill_no, "scheme bill already holds every counted quantity");
+                    debug!(io_id = sheet.io_id, bill_no = %bill.bill_no, "scheme bill already has every counted quantity");
                     results[position][slot] = Some(BillResult::Found(existing_ref(bill)));
                     continue;
                 }

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use backon::{ExponentialBuilder, Retryable};
 use countsync_core::mapping::AfterSave;
 use countsync_core::mapping::lookup::{CountBillLookup, MaterialLookup};
-use countsync_core::ports::{Bill, BillRef, BillTarget, SaveOutcome, TargetError};
+use countsync_core::ports::{Bill, BillRef, BillSummary, BillTarget, SaveOutcome, TargetError};
 use reqwest::header::HeaderValue;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
@@ -473,6 +473,13 @@ impl BillTarget for KingdeeClient {
     async fn find_bill(&self, form_id: &str, bill_no: &str) -> Result<Option<BillRef>, TargetError> {
         self.find_by_number(form_id, bill_no).await.map_err(|error| {
             warn!(form_id, bill_no, error = %error, "kingdee lookup failed");
+            error.into_target_error(false)
+        })
+    }
+
+    async fn fetch_bill_summary(&self, form_id: &str, bill_no: &str) -> Result<Option<BillSummary>, TargetError> {
+        self.bill_summary(form_id, bill_no).await.map_err(|error| {
+            warn!(form_id, bill_no, error = %error, "kingdee lookup of the bill's rows failed");
             error.into_target_error(false)
         })
     }

@@ -7,11 +7,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use countsync_core::mapping::lookup::{CountBillLookup, ExistingCountBill, ExistingRow, LookupError, MaterialLookup};
 use countsync_core::mapping::AfterSave;
-use countsync_core::ports::Bill;
+use countsync_core::ports::{Bill, BillRef, BillSummary, EntrySummary, normalize_quantity};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use crate::client::{CallKind, KingdeeClient, quote_literal, rejected, unreadable};
+use crate::client::{CallKind, EXECUTE_BILL_QUERY, KingdeeClient, quote_literal, rejected, unreadable};
 use crate::error::KingdeeError;
 use crate::wire::Response;
 
@@ -23,6 +23,10 @@ const LOOKUP_CHUNK: usize = 200;
 /// Field keys read from a 物料盘点作业 for the write-back, in this order.
 const COUNT_BILL_KEYS: &str =
     "FID,FBillNo,FDocumentStatus,FSchemeNo,FBillEntry_FEntryID,FMaterialId.FNumber,FStockId.FNumber,FLot.FNumber,FOwnerId.FNumber,FIsSystem,FCountQty";
+
+/// Field keys read back from a saved bill to compare it with the bill the writer would send, in
+/// this order: one row per entry.
+const SUMMARY_KEYS: &str = "FID,FBillNo,FMaterialId.FNumber,FStockId.FNumber,FCountQty";
 
 /// Returns whether a model writes into an existing bill (non-zero `FID`).
 pub fn is_update(model: &Value) -> bool {
@@ -129,12 +133,46 @@ impl KingdeeClient {
         Ok(found)
     }
 
+    /// Reads a bill and its entry rows by number, for comparison with the bill the writer would
+    /// send. `Ok(None)` means the query returned no row.
+    pub async fn bill_summary(&self, form_id: &str, bill_no: &str) -> Result<Option<BillSummary>, KingdeeError> {
+        let filter = format!("FBillNo={}", quote_literal(bill_no));
+        let rows = self.query_all(form_id, SUMMARY_KEYS, &filter, "FID ASC").await?;
+        summary_from_rows(bill_no, &rows)
+    }
+
     /// Reads the 物料盘点作业 whose `FSchemeNo` is `scheme_no`, one row per entry.
     pub async fn find_scheme_bill(&self, form_id: &str, scheme_no: &str) -> Result<Option<ExistingCountBill>, KingdeeError> {
         let filter = format!("FSchemeNo={}", quote_literal(scheme_no));
         let rows = self.query_all(form_id, COUNT_BILL_KEYS, &filter, "FID ASC").await?;
         existing_bill(scheme_no, &rows)
     }
+}
+
+/// Builds a bill summary from query rows in [`SUMMARY_KEYS`] order. Rows of another `FID` than
+/// the first row with the number (a second bill of that number) and rows without a material (a
+/// bill without entries) are not entries of the bill.
+fn summary_from_rows(bill_no: &str, rows: &[Vec<Value>]) -> Result<Option<BillSummary>, KingdeeError> {
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let cell = |row: &Vec<Value>, index: usize| row.get(index).and_then(text).unwrap_or_default();
+    let Some(first) = rows.iter().find(|row| cell(row, 1) == bill_no && !cell(row, 0).is_empty()) else {
+        // The rows do not match the filter, so the server did not apply it and they prove nothing.
+        return Err(unreadable(EXECUTE_BILL_QUERY, &format!("no returned row has FBillNo {bill_no}")));
+    };
+    let bill = BillRef { id: cell(first, 0), number: bill_no.to_string() };
+    let mut entries: Vec<EntrySummary> = rows
+        .iter()
+        .filter(|row| cell(row, 0) == bill.id && !cell(row, 2).is_empty())
+        .map(|row| EntrySummary {
+            material: cell(row, 2),
+            stock: cell(row, 3),
+            count_qty: normalize_quantity(row.get(4).unwrap_or(&Value::Null)),
+        })
+        .collect();
+    entries.sort();
+    Ok(Some(BillSummary { bill, entries: Some(entries) }))
 }
 
 /// Builds the existing bill from query rows in [`COUNT_BILL_KEYS`] order.

@@ -266,3 +266,38 @@ async fn state_file_survives_restart() {
     second.stop().await;
     let _ = std::fs::remove_file(&path);
 }
+
+#[tokio::test]
+async fn bill_summary_reads_entries() {
+    let sim = start_sim().await;
+    let kingdee = client(&sim, AuthMode::SignedHeaders);
+    let saved = bill(601, MATERIAL);
+    kingdee.batch_save(std::slice::from_ref(&saved)).await.unwrap();
+
+    let summary = kingdee.fetch_bill_summary(FORM_ID, &saved.bill_no).await.unwrap().expect("saved bill found");
+    assert_eq!(summary.bill.number, saved.bill_no);
+    assert_eq!(summary.entries.as_deref(), Some(saved.entry_summaries().as_slice()));
+    assert_eq!(summary.entries.as_ref().unwrap()[0].count_qty, "12");
+    assert!(kingdee.fetch_bill_summary(FORM_ID, "JST-404").await.unwrap().is_none());
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn bill_summary_shows_edited_bill() {
+    let sim = start_sim().await;
+    let kingdee = client(&sim, AuthMode::SignedHeaders);
+    let expected = bill(602, MATERIAL);
+    // The same number in Kingdee, edited by a user: two rows, one of them with another count.
+    let mut edited = expected.model.clone();
+    edited["FBillEntry"][0]["FCountQty"] = serde_json::json!("11.000");
+    let second_row = edited["FBillEntry"][0].clone();
+    edited["FBillEntry"].as_array_mut().unwrap().push(second_row);
+    sim.insert_bill(FORM_ID, &expected.bill_no, edited, "A");
+
+    let summary = kingdee.fetch_bill_summary(FORM_ID, &expected.bill_no).await.unwrap().expect("edited bill found");
+    let entries = summary.entries.expect("the client reads the rows back");
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0].count_qty, "11", "quantities are normalized");
+    assert_ne!(entries, expected.entry_summaries());
+    sim.stop().await;
+}

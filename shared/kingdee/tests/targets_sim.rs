@@ -382,3 +382,50 @@ async fn writer_serializes_sheets_of_one_scheme() {
     assert_eq!(counts(&sim), vec![("SKU-003".into(), "5".into())]);
     sim.stop().await;
 }
+
+/// Leaves an expired claim of the sheet in the ledger, as a writer that stopped after its save
+/// does, so that the next writer looks the bill up before saving.
+async fn expired_claim(ledger: &MemoryLedger, io_id: i64, content_hash: &str) {
+    let now = Utc::now();
+    ledger.claim(io_id, content_hash, now - Duration::seconds(1), now - Duration::seconds(10)).await.unwrap();
+}
+
+#[tokio::test]
+async fn writer_holds_edited_bill() {
+    let sim = KingdeeSim::start(sim_config()).await.unwrap();
+    let mut writer = WriteBack::new(&sim);
+    writer.mapping = mapping(Target::CountInput);
+    let input = sheet(520, vec![item(1, MATERIAL, "12", "2")]);
+    let expected = map_sheet_bills(&input, &writer.mapping).unwrap().remove(0);
+    let mut edited = expected.model.clone();
+    edited["FBillEntry"][0]["FCountQty"] = json!("11");
+    sim.insert_bill("STK_StockCountInput", &expected.bill_no, edited, "A");
+    expired_claim(&writer.ledger, 520, &expected.content_hash).await;
+
+    let outcomes = writer.write(std::slice::from_ref(&input)).await;
+
+    let MessageOutcome::Held { reason, .. } = &outcomes[0] else { panic!("expected a hold, got {outcomes:?}") };
+    assert_eq!(reason.code, "bill_differs");
+    assert_eq!(sim.bill_count(), 1, "no second bill");
+    assert_eq!(sim.stats().save_calls, 0);
+    assert_eq!(writer.ledger.get(520).await.unwrap().unwrap().state, LedgerState::Changed);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn writer_records_equal_bill() {
+    let sim = KingdeeSim::start(sim_config()).await.unwrap();
+    let mut writer = WriteBack::new(&sim);
+    writer.mapping = mapping(Target::CountInput);
+    let input = sheet(521, vec![item(1, MATERIAL, "12", "2")]);
+    let expected = map_sheet_bills(&input, &writer.mapping).unwrap().remove(0);
+    sim.insert_bill("STK_StockCountInput", &expected.bill_no, expected.model.clone(), "A");
+    expired_claim(&writer.ledger, 521, &expected.content_hash).await;
+
+    let outcomes = writer.write(std::slice::from_ref(&input)).await;
+
+    assert!(matches!(outcomes[0], MessageOutcome::Recovered { .. }), "{outcomes:?}");
+    assert_eq!(sim.stats().save_calls, 0);
+    assert_eq!(writer.ledger.get(521).await.unwrap().unwrap().state, LedgerState::Done);
+    sim.stop().await;
+}

@@ -37,7 +37,13 @@ impl Moto {
             let endpoint = endpoint.trim_end_matches('/').to_string();
             return Ok(Moto { endpoint, child: None });
         }
+        Self::spawn().await
+    }
 
+    /// Spawns a server of its own on a free 127.0.0.1 port, whatever `COUNTSYNC_MOTO_ENDPOINT`
+    /// names. One moto process runs Python code on one core at a time, so a heavy user (the
+    /// chaos harness) gives each service its own server.
+    pub async fn spawn() -> anyhow::Result<Moto> {
         let port = free_port().await?;
         let mut child = spawn_server(port)?;
         let endpoint = format!("http://127.0.0.1:{port}");

@@ -13,7 +13,7 @@ pub const DROPPED_UNKNOWN_MATERIAL: &str = "unknown_material";
 pub const DROPPED_UNKNOWN_WAREHOUSE: &str = "unknown_warehouse";
 /// Reason code of a line with no gain or loss, which `target = "gain_loss"` does not write.
 pub const DROPPED_NO_DIFFERENCE: &str = "no_difference";
-/// Reason code of a line whose 盘点方案 row already holds its counted quantity, which
+/// Reason code of a line whose 盘点方案 row already has its counted quantity, which
 /// `target = "scheme_writeback"` does not write again.
 pub const DROPPED_ALREADY_WRITTEN: &str = "already_written";
 

@@ -59,7 +59,7 @@ pub(crate) fn gain_loss(header: &SheetHeader<'_>, lines: &[Line<'_>], report: &m
 /// system row (`FIsSystem`) are never sent. Sheet lines with no matching row become new rows
 /// (`FEntryID` 0). Several lines of one key are summed into one row.
 ///
-/// A matched row that already holds the counted quantity is left out, so a sheet whose
+/// A matched row that already has the counted quantity is left out, so a sheet whose
 /// write-back was saved before maps to a bill without entries: the writer records it without
 /// calling Kingdee. The content hash covers the counted quantity per key and the scheme bill,
 /// not the model, because the model changes once the new rows exist in Kingdee.
