@@ -324,6 +324,9 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
     let queue_moto = Moto::spawn().await?;
     let queue_sdk = queue_moto.sdk_config().await;
     let peers = Arc::new(start_peers(sheets.clone(), options.seed).await?);
+    // The first saves fail after commit whatever the seeded draws give, so that a short run
+    // exercises the lookup after an HTTP 500 too.
+    peers.kingdee.fail_next_saves_with_500_after_commit(2);
     let config = chaos_config(&peers, options.days_per_run)?;
 
     let suffix = uuid::Uuid::new_v4().simple().to_string();
@@ -496,7 +499,7 @@ async fn expire_sessions(pipeline: Arc<Pipeline>, peers: Arc<Peers>) {
 async fn worker(pipeline: Arc<Pipeline>) -> anyhow::Result<()> {
     let settings = pipeline.config.writer_settings();
     while !pipeline.stop.load(Ordering::SeqCst) {
-        // Short polls with a pause between empty ones: moto answers a long poll by scanning the
+        // Short polls with a pause between empty ones: moto serves a long poll by scanning the
         // whole queue in a loop until it ends, which keeps its one core busy.
         let received = pipeline.sqs.receive_message().queue_url(&pipeline.queue_url).max_number_of_messages(10).wait_time_seconds(0).send().await;
         let received = match received {

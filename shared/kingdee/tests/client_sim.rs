@@ -287,7 +287,7 @@ async fn bill_summary_shows_edited_bill() {
     let sim = start_sim().await;
     let kingdee = client(&sim, AuthMode::SignedHeaders);
     let expected = bill(602, MATERIAL);
-    // The same number in Kingdee, edited by a user: two rows, one of them with another count.
+    // The same number in Kingdee, edited by a user: another count, and the row copied.
     let mut edited = expected.model.clone();
     edited["FBillEntry"][0]["FCountQty"] = serde_json::json!("11.000");
     let second_row = edited["FBillEntry"][0].clone();
