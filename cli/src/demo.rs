@@ -48,7 +48,8 @@ pub async fn start_simulators(mut config: Config) -> anyhow::Result<(Simulators,
 /// of bills the Kingdee simulator contains afterwards.
 pub async fn run(config: Config, request: &FetchRequest) -> anyhow::Result<(LocalSummary, Option<usize>)> {
     let (simulators, config) = start_simulators(config).await?;
-    println!("{}", t!("demo.started", jst = simulators.jst.base_url(), kingdee = simulators.kingdee.server_url()));
+    // Standard error, so that `--json` leaves only the summary on standard output.
+    eprintln!("{}", t!("demo.started", jst = simulators.jst.base_url(), kingdee = simulators.kingdee.server_url()));
 
     let state = countsync::runtime::open_state(&config, None).await?;
     let source = countsync::runtime::open_source(&config).await?;

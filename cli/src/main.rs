@@ -24,7 +24,7 @@ const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
 #[command(name = "countsync", version, about = "Sync confirmed JuShuiTan count sheets into Kingdee K3Cloud / 同步聚水潭盘点单到金蝶云星空")]
 struct Cli {
     /// Language of the output: zh-CN or en.
-    #[arg(long, global = true, env = "COUNTSYNC_LANG", default_value = "zh-CN")]
+    #[arg(long, global = true, env = "COUNTSYNC_LANG", default_value = "zh-CN", value_parser = ["zh-CN", "en"])]
     lang: String,
 
     #[command(subcommand)]

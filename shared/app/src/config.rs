@@ -196,10 +196,17 @@ impl Default for SimulatorConfig {
 pub enum ConfigError {
     #[error("invalid configuration value `{key}`: {message}")]
     Invalid { key: String, message: String },
+    /// The figment error is the message, not a source, so `{:#}` prints it once.
     #[error("cannot read configuration: {0}")]
-    Load(#[from] Box<figment::Error>),
+    Load(Box<figment::Error>),
     #[error("cannot read configuration from AWS: {0}")]
     Aws(String),
+}
+
+impl From<Box<figment::Error>> for ConfigError {
+    fn from(error: Box<figment::Error>) -> Self {
+        ConfigError::Load(error)
+    }
 }
 
 impl ConfigError {
@@ -215,7 +222,10 @@ impl Config {
         let mut figment = Figment::new();
         if let Some(path) = file {
             if !path.is_file() {
-                return Err(ConfigError::invalid(CONFIG_FILE_VAR, format!("configuration file {} not found", path.display())));
+                return Err(ConfigError::invalid(
+                    &format!("--config ({CONFIG_FILE_VAR})"),
+                    format!("configuration file {} not found: check the path, or copy config/example.toml and edit it", path.display()),
+                ));
             }
             figment = figment.merge(Toml::file(path));
         }

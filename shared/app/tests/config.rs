@@ -72,3 +72,18 @@ fn real_mode_requires_credentials() {
     let error = Config::from_toml(&text).unwrap_err().to_string();
     assert!(error.contains("jushuitan"), "{error}");
 }
+
+#[test]
+fn load_error_printed_once() {
+    let error = Config::parse_toml("[jushuitan]\npage_sise = 50\n").unwrap_err();
+    let chain = format!("{:#}", anyhow::Error::new(error));
+    assert_eq!(chain.matches("unknown field").count(), 1, "{chain}");
+}
+
+#[test]
+fn missing_file_names_fix() {
+    let error = Config::load(Some(std::path::Path::new("/nonexistent/countsync.toml"))).unwrap_err().to_string();
+    assert!(error.contains("--config"), "{error}");
+    assert!(error.contains("/nonexistent/countsync.toml"), "{error}");
+    assert!(error.contains("config/example.toml"), "{error}");
+}
