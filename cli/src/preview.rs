@@ -19,7 +19,7 @@ use countsync_sim::seed;
 use rust_i18n::t;
 use serde_json::value::RawValue;
 
-/// Where the sheet comes from.
+/// Source of the sheet to preview.
 pub enum SheetInput<'a> {
     File(&'a Path),
     IoId(i64),

@@ -132,7 +132,7 @@ pub async fn run(
     Ok(summary)
 }
 
-/// What a replay did, per sheet.
+/// Outcome of a replay, per sheet.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ReplaySummary {
     /// Held records moved back to `retry` before the replay.

@@ -70,7 +70,7 @@ impl MappingError {
     }
 }
 
-/// What a mapping run needs from Kingdee beyond the settings; see [`lookup::prepare_context`].
+/// Data a mapping run needs from Kingdee beyond the settings; see [`lookup::prepare_context`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MappingContext {
     /// SKU → material code, for `materials.source = "kingdee_lookup"`.

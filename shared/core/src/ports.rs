@@ -155,7 +155,7 @@ pub trait BillTarget: Send + Sync {
         Ok(self.find_bill(form_id, bill_no).await?.map(|bill| BillSummary { bill, entries: None }))
     }
 
-    /// Runs the operations that `after_save` asks for (Submit, or Submit then Audit) on saved
+    /// Runs the operations that `after_save` requests (Submit, or Submit then Audit) on saved
     /// bills of one form, by number. Repeating it on bills already in the target status must
     /// succeed. The default does nothing, for targets without such operations.
     async fn after_save(&self, form_id: &str, numbers: &[String], action: AfterSave) -> Result<(), TargetError> {

@@ -581,7 +581,7 @@ impl Writer<'_> {
         }
     }
 
-    /// Submits or audits the bills this attempt saved, as `after_save` asks. A failure is logged
+    /// Submits or audits the bills this attempt saved, as `after_save` requests. A failure is logged
     /// and does not fail the message, because the bills exist and are recorded: a redelivery
     /// would find the sheet done and never repeat the operation, so an operator submits or
     /// audits those bills in Kingdee.

@@ -28,7 +28,7 @@ fn base_mapping() -> Value {
     })
 }
 
-/// The 物料盘点作业 the write-back target finds for scheme PDFA0001.
+/// Builds the 物料盘点作业 that the write-back target finds for scheme PDFA0001.
 fn scheme_bill(status: &str) -> ExistingCountBill {
     let row = |entry_id: i64, material: &str, lot: &str| ExistingRow {
         entry_id,

@@ -179,7 +179,7 @@ async fn refresh_race_loser_uses_winner() {
 
     sim.expire_access_token();
     first.query_page(&query(first_week(), 2, 5)).await.unwrap();
-    // The second process still holds the old pair; its refresh token is no longer valid.
+    // The second process still has the old pair; its refresh token is no longer valid.
     second.query_page(&query(first_week(), 2, 5)).await.unwrap();
 
     let stats = sim.stats();

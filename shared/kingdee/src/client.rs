@@ -187,7 +187,7 @@ impl KingdeeClient {
                 first.bill_no, first.form_id, other.bill_no, other.form_id
             )));
         }
-        let updates = bills.iter().filter(|bill| crate::operations::is_update(&bill.model)).count();
+        let updates = bills.iter().filter(|bill| bill.updates_existing()).count();
         if updates != 0 && updates != bills.len() {
             return Err(KingdeeError::InvalidRequest(format!(
                 "a BatchSave either creates bills or writes into existing ones, but {updates} of {} bills carry an FID",
@@ -517,7 +517,7 @@ pub fn batch_save_body(bills: &[Bill]) -> Value {
         "IsDeleteEntry": true,
         "NeedReturnFields": ["FID", "FBillNo"],
     });
-    if bills.iter().any(|bill| crate::operations::is_update(&bill.model)) {
+    if bills.iter().any(Bill::updates_existing) {
         data["IsDeleteEntry"] = json!(false);
         data["NeedUpDateFields"] = json!(crate::operations::update_fields(bills));
     }

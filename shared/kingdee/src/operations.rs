@@ -28,11 +28,6 @@ const COUNT_BILL_KEYS: &str =
 /// this order: one row per entry.
 const SUMMARY_KEYS: &str = "FID,FBillNo,FMaterialId.FNumber,FStockId.FNumber,FCountQty";
 
-/// Returns whether a model writes into an existing bill (non-zero `FID`).
-pub fn is_update(model: &Value) -> bool {
-    countsync_core::ports::updates_existing(model)
-}
-
 /// Returns `NeedUpDateFields` for models that write into existing bills: `FBillEntry` and
 /// every key the models send, except the `FID` and `FEntryID` that identify them.
 pub fn update_fields(bills: &[Bill]) -> Vec<String> {

@@ -62,7 +62,7 @@ pub struct JstSimConfig {
     pub refresh_token: String,
     /// `expires_in` of issued tokens, in seconds.
     pub token_expires_in_secs: i64,
-    /// Answers `refreshToken` with code 150, as the service does for third-party applications.
+    /// Replies to `refreshToken` with code 150, as the service does for third-party applications.
     pub refresh_forbidden: bool,
     pub calls_per_second: u32,
     pub calls_per_minute: u32,

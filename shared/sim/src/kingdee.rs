@@ -913,7 +913,7 @@ const ENTRY_KEYS: [&str; 7] =
 /// Field keys of the base-data forms; the simulator's names equal their numbers.
 const BASE_DATA_KEYS: [&str; 2] = ["FNumber", "FName"];
 
-/// Base-data forms the simulator answers from its seeded sets.
+/// Base-data forms the simulator serves from its seeded sets.
 const BASE_DATA_FORMS: [&str; 5] = ["BD_MATERIAL", "BD_STOCK", "ORG_Organizations", "BOS_BillType", "BD_StockStatus"];
 
 /// Header field keys of `STK_StockCountInput` that QueryBusinessInfo lists.

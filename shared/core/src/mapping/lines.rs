@@ -33,7 +33,7 @@ impl Line<'_> {
     }
 }
 
-/// Where material codes come from for one mapping run.
+/// Source of material codes for one mapping run.
 enum Materials<'c> {
     Identity,
     Table(std::sync::Arc<HashMap<String, String>>),

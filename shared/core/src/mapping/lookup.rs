@@ -46,8 +46,8 @@ impl<T: MaterialLookup + ?Sized> MaterialLookup for std::sync::Arc<T> {
 
 /// Found and missing material codes by SKU, shared by every [`CachedMaterialLookup`] made
 /// from it. The writer keeps one per process, so a warm Lambda queries Kingdee once per SKU.
-// NOTE: entries never expire; a material added in Kingdee after its SKU was cached as missing
-// is found after the process restarts (a cold start, or the next local run).
+// NOTE: entries never expire. A material added in Kingdee after its SKU was cached as missing
+// is found only after the process restarts (a cold start, or the next local run).
 #[derive(Debug, Clone, Default)]
 pub struct MaterialCache {
     codes: Arc<Mutex<HashMap<String, Option<String>>>>,
@@ -192,7 +192,7 @@ pub async fn prepare_context(
     Ok(context)
 }
 
-/// Why [`prepare_context`] failed.
+/// Failure of [`prepare_context`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PrepareError {
     /// Kingdee could not be asked; retry by `retry`.

@@ -15,7 +15,7 @@ use crate::ports::Bill;
 /// Document statuses in which a bill can still be saved: Z 暂存, A 创建, D 重新审核.
 const EDITABLE_STATUSES: [&str; 3] = ["Z", "A", "D"];
 
-/// Which quantity columns an entry row carries.
+/// Quantity columns of an entry row.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Columns {
     Count,
